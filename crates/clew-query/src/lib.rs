@@ -1,0 +1,93 @@
+//! # clew-query — the query room
+//!
+//! HTTP query APIs over a [`clew_store::TraceReader`]: the Jaeger query API (`/api/...`, Jaeger JSON)
+//! and Jaeger api_v3 (`/api/v3/...`, OTLP JSON). Tenant from the configured header. Also the
+//! plain-text trace rendering the CLI prints.
+//!
+//! May depend on: `clew-model`, `clew-store`'s read API, HTTP crates. Must not write to the store or
+//! know about receivers.
+
+mod api_v3;
+mod common;
+mod jaeger_api;
+pub mod jaeger_json;
+pub mod params;
+pub mod tenant;
+pub mod text;
+
+pub use common::{ApiError, MAX_TRACES_PER_SEARCH};
+pub use tenant::DEFAULT_TENANT_HEADER;
+pub use text::{format_duration_nanos, render_trace_tree};
+
+use axum::http::HeaderName;
+use clew_store::TraceReader;
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryConfig {
+    /// Request header naming the tenant; absent → the default tenant.
+    pub tenant_header: String,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            tenant_header: DEFAULT_TENANT_HEADER.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("tenant header {0:?} is not a valid HTTP header name")]
+    BadTenantHeader(String),
+}
+
+impl QueryConfig {
+    /// Checks the configuration; the binary should call this at startup, because [`router`] cannot
+    /// fail and an invalid header name would simply never match (every request → default tenant).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        HeaderName::from_bytes(self.tenant_header.as_bytes())
+            .map(|_| ())
+            .map_err(|_| ConfigError::BadTenantHeader(self.tenant_header.clone()))
+    }
+}
+
+/// The query HTTP API: Jaeger `/api/...` and api_v3 `/api/v3/...`, every store call scoped to the
+/// request's tenant.
+pub fn router(reader: Arc<dyn TraceReader>, cfg: QueryConfig) -> axum::Router {
+    if let Err(e) = cfg.validate() {
+        tracing::error!(error = %e, "tenant header will never match; all requests use the default tenant");
+    }
+    let state = common::AppState {
+        reader,
+        tenant_header: Arc::from(cfg.tenant_header.as_str()),
+    };
+    jaeger_api::routes()
+        .merge(api_v3::routes())
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        assert_eq!(QueryConfig::default().tenant_header, "X-Scope-OrgID");
+        assert_eq!(QueryConfig::default().validate(), Ok(()));
+        let bad = QueryConfig {
+            tenant_header: "X Tenant".into(),
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(ConfigError::BadTenantHeader("X Tenant".into()))
+        );
+        assert!(QueryConfig {
+            tenant_header: String::new()
+        }
+        .validate()
+        .is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` on the generated tonic
+//! server, with gzip and a message size cap (tonic refuses larger messages, compressed or
+//! decompressed, with `OutOfRange` / `ResourceExhausted`).
+
+use crate::errors::{ReceiveError, Rejection};
+use crate::ingest::Shared;
+use crate::metrics::Protocol;
+use crate::{ReceiverConfig, ReceiverMetrics};
+use clew_model::otlp::collector::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use clew_model::{SpanSink, ValidationReport};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use std::future::Future;
+use std::sync::Arc;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+
+/// The `TraceService` implementation. Build it with [`otlp_grpc_service`].
+pub struct OtlpGrpcService {
+    shared: Shared,
+}
+
+/// The OTLP trace service, ready to add to a tonic server: gzip accepted (and used for responses
+/// when the client accepts it), messages capped at `cfg.max_message_bytes`.
+pub fn otlp_grpc_service(
+    sink: Arc<dyn SpanSink>,
+    cfg: ReceiverConfig,
+    metrics: ReceiverMetrics,
+) -> Result<TraceServiceServer<OtlpGrpcService>, ReceiveError> {
+    cfg.validate()?;
+    let max = cfg.max_message_bytes;
+    let service = OtlpGrpcService {
+        shared: Shared::new(sink, &cfg, metrics, Protocol::OtlpGrpc),
+    };
+    Ok(TraceServiceServer::new(service)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max))
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve_otlp_grpc(
+    listener: tokio::net::TcpListener,
+    sink: Arc<dyn SpanSink>,
+    cfg: ReceiverConfig,
+    metrics: ReceiverMetrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReceiveError> {
+    let service = otlp_grpc_service(sink, cfg, metrics)?;
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl TraceService for OtlpGrpcService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let shared = &self.shared;
+        let tenant = match shared
+            .resolver()
+            .and_then(|r| r.resolve_grpc(request.metadata()))
+        {
+            Ok(t) => t,
+            Err(rejection) => {
+                shared.refused(&rejection);
+                return Err(rejection.to_grpc_status());
+            }
+        };
+        let resource_spans = request.into_inner().resource_spans;
+        let report = shared
+            .ingest(tenant, resource_spans, ValidationReport::default(), None)
+            .await
+            .map_err(|r: Rejection| r.to_grpc_status())?;
+        Ok(tonic::Response::new(response(&report)))
+    }
+}
+
+/// `partial_success` is set only when spans were rejected (the spec: leave it unset on full success).
+pub(crate) fn response(report: &ValidationReport) -> ExportTraceServiceResponse {
+    let partial_success = (report.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: i64::try_from(report.rejected_spans).unwrap_or(i64::MAX),
+        error_message: report.first_error.clone().unwrap_or_default(),
+    });
+    ExportTraceServiceResponse { partial_success }
+}

@@ -1,0 +1,497 @@
+//! Immutable blocks: `tenants/{tenant}/{day}/{block_id}/` holding `data.parquet` (one row per span,
+//! sorted by trace id), `bloom.bin` (trace-id bloom filter) and `meta.json`, written last: a block
+//! directory without `meta.json` is an interrupted write and is removed at start-up.
+
+use crate::bloom::Bloom;
+use crate::matcher::{self, SpanView};
+use crate::schema::{self, col, AttrList, Columns, DecodeCache, DedicatedType, DEDICATED};
+use crate::storage::Storage;
+use crate::{SearchQuery, StoreError};
+use arrow_array::{Array, BinaryArray, FixedSizeBinaryArray, Int32Array, Int64Array, ListArray, RecordBatch, StringArray};
+use clew_model::{attrs, FlatSpan, Tenant, TraceId};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use crate::file_reader::BlockFileReader;
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::SortingColumn;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+pub const META_FILE: &str = "meta.json";
+pub const DATA_FILE: &str = "data.parquet";
+pub const BLOOM_FILE: &str = "bloom.bin";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OperationMeta {
+    pub service: String,
+    pub name: String,
+    pub kind: i32,
+}
+
+/// The trace-id range of one row group, for jumping straight to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RowGroupMeta {
+    pub first_trace_id: String,
+    pub last_trace_id: String,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockMeta {
+    pub format_version: u32,
+    pub block_id: String,
+    pub tenant: String,
+    /// UTC day (YYYY-MM-DD) of the spans' start times: the time partition.
+    pub day: String,
+    pub min_start_unix_nano: u64,
+    pub max_start_unix_nano: u64,
+    pub span_count: u64,
+    pub trace_count: u64,
+    pub services: Vec<String>,
+    pub operations: Vec<OperationMeta>,
+    /// Size of `data.parquet` in bytes.
+    pub size_bytes: u64,
+    pub row_groups: Vec<RowGroupMeta>,
+    /// Key id for encryption at rest; `None` while blocks are not encrypted.
+    pub encryption_key_id: Option<String>,
+    /// Blocks this one replaces (compaction); they are deleted once this one is durable.
+    #[serde(default)]
+    pub compacted_from: Vec<String>,
+    pub created_unix_nano: u64,
+}
+
+impl BlockMeta {
+    pub fn dir(&self) -> Path {
+        block_dir(&self.tenant, &self.day, &self.block_id)
+    }
+}
+
+pub fn block_dir(tenant: &str, day: &str, id: &str) -> Path {
+    Path::from(format!("tenants/{tenant}/{day}/{id}"))
+}
+
+/// UTC calendar day of a Unix-nanosecond timestamp (civil-from-days, no time-zone crate needed).
+pub fn day_of(unix_nano: u64) -> String {
+    let days = (unix_nano / 1_000_000_000 / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn trace_id_of(s: &FlatSpan) -> [u8; 16] {
+    s.span.trace_id.as_slice().try_into().unwrap_or([0; 16])
+}
+
+/// A loaded block: its metadata and bloom filter in memory, the Parquet footer once read.
+pub struct Block {
+    pub meta: BlockMeta,
+    bloom: Bloom,
+    row_group_ranges: Vec<([u8; 16], [u8; 16])>,
+    reader_meta: tokio::sync::OnceCell<ArrowReaderMetadata>,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block").field("id", &self.meta.block_id).field("spans", &self.meta.span_count).finish()
+    }
+}
+
+fn parse_ranges(meta: &BlockMeta) -> Result<Vec<([u8; 16], [u8; 16])>, StoreError> {
+    meta.row_groups
+        .iter()
+        .map(|rg| {
+            let p = |s: &str| {
+                let mut out = [0u8; 16];
+                hex::decode_to_slice(s, &mut out).map(|_| out).map_err(|e| StoreError::Corrupt {
+                    what: format!("block {} meta", meta.block_id),
+                    detail: format!("row group trace id {s:?}: {e}"),
+                })
+            };
+            Ok((p(&rg.first_trace_id)?, p(&rg.last_trace_id)?))
+        })
+        .collect()
+}
+
+impl Block {
+    pub fn from_parts(meta: BlockMeta, bloom: Bloom) -> Result<Self, StoreError> {
+        let row_group_ranges = parse_ranges(&meta)?;
+        Ok(Self { meta, bloom, row_group_ranges, reader_meta: tokio::sync::OnceCell::new() })
+    }
+
+    /// Loads a block's meta and bloom filter.
+    pub async fn load(storage: &Storage, dir: &Path) -> Result<Self, StoreError> {
+        let meta_bytes = storage.get(&dir.clone().join(META_FILE)).await?;
+        let meta: BlockMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|e| StoreError::Corrupt { what: format!("{dir}/{META_FILE}"), detail: e.to_string() })?;
+        let bloom = Bloom::from_bytes(&storage.get(&dir.clone().join(BLOOM_FILE)).await?)
+            .map_err(|e| StoreError::Corrupt { what: format!("{dir}/{BLOOM_FILE}"), detail: e.to_string() })?;
+        Self::from_parts(meta, bloom)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.bloom.memory_bytes() + self.row_group_ranges.len() * 32
+    }
+
+    async fn reader(&self, storage: &Storage) -> Result<(BlockFileReader, ArrowReaderMetadata), StoreError> {
+        let path = self.meta.dir().clone().join(DATA_FILE);
+        let make = || BlockFileReader::new(storage.os.clone(), path.clone(), self.meta.size_bytes);
+        let md = self
+            .reader_meta
+            .get_or_try_init(|| async {
+                let mut r = make();
+                ArrowReaderMetadata::load_async(&mut r, ArrowReaderOptions::new()).await
+            })
+            .await?
+            .clone();
+        Ok((make(), md))
+    }
+
+    /// Streams record batches of the given row groups (all if `None`), projected to `columns`
+    /// (all if `None`).
+    pub async fn scan(
+        &self,
+        storage: &Storage,
+        row_groups: Option<Vec<usize>>,
+        columns: Option<&[&str]>,
+        mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let (reader, md) = self.reader(storage).await?;
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, md.clone()).with_batch_size(8192);
+        if let Some(groups) = row_groups {
+            builder = builder.with_row_groups(groups);
+        }
+        if let Some(cols) = columns {
+            let schema = schema::schema();
+            let roots: Vec<usize> = cols.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+            builder = builder.with_projection(ProjectionMask::roots(md.parquet_schema(), roots));
+        }
+        let mut stream = builder.build()?;
+        while let Some(batch) = stream.try_next().await? {
+            f(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// All spans of one trace in this block.
+    pub async fn read_trace(&self, storage: &Storage, id: &TraceId) -> Result<Vec<FlatSpan>, StoreError> {
+        if !self.bloom.may_contain(id) {
+            return Ok(Vec::new());
+        }
+        let groups: Vec<usize> = self
+            .row_group_ranges
+            .iter()
+            .enumerate()
+            .filter(|(_, (lo, hi))| lo <= &id.0 && &id.0 <= hi)
+            .map(|(i, _)| i)
+            .collect();
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut cache = DecodeCache::default();
+        self.scan(storage, Some(groups), None, |batch| {
+            let ids = Columns::new(batch).fsb(col::TRACE_ID)?;
+            let rows: Vec<usize> = (0..ids.len()).filter(|&r| ids.value(r) == id.0).collect();
+            out.extend(schema::rows_to_spans(batch, rows, &mut cache)?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Whether metadata alone rules this block out for `q`.
+    pub fn may_match(&self, q: &SearchQuery) -> bool {
+        if q.start_unix_nano.is_some_and(|t| self.meta.max_start_unix_nano < t)
+            || q.end_unix_nano.is_some_and(|t| self.meta.min_start_unix_nano > t)
+        {
+            return false;
+        }
+        if let Some(s) = &q.service {
+            if !self.meta.services.iter().any(|x| x == s) {
+                return false;
+            }
+        }
+        if let Some(op) = &q.operation {
+            if !self.meta.operations.iter().any(|o| &o.name == op && q.service.as_ref().is_none_or(|s| &o.service == s)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Matching traces in this block with their latest matching start time.
+    pub async fn search(&self, storage: &Storage, q: &SearchQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
+        let mut cols = vec![col::TRACE_ID, col::SERVICE_NAME, col::NAME, col::START, col::END, col::KIND, col::STATUS_CODE];
+        if !q.attributes.is_empty() {
+            cols.extend([col::ATTRIBUTES, col::RESOURCE]);
+            cols.extend(DEDICATED.iter().map(|(_, c, _)| *c));
+        }
+        let mut hits = HashMap::new();
+        let mut cache = DecodeCache::default();
+        self.scan(storage, None, Some(&cols), |batch| {
+            let view = BatchView::new(batch, !q.attributes.is_empty())?;
+            for row in 0..batch.num_rows() {
+                let rv = RowView { b: &view, row, cache: std::cell::RefCell::new(&mut cache) };
+                if matcher::matches(q, &rv) {
+                    if let Ok(id) = TraceId::from_bytes(view.trace_id.value(row)) {
+                        let start = view.start.value(row) as u64;
+                        let e = hits.entry(id).or_insert(0);
+                        *e = (*e).max(start);
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(hits)
+    }
+}
+
+struct BatchView<'a> {
+    trace_id: &'a FixedSizeBinaryArray,
+    service: &'a StringArray,
+    name: &'a StringArray,
+    start: &'a Int64Array,
+    end: &'a Int64Array,
+    kind: &'a Int32Array,
+    status: &'a Int32Array,
+    attrs: Option<AttrList<'a>>,
+    resource: Option<&'a BinaryArray>,
+    dedicated_str: Vec<Option<&'a StringArray>>,
+    dedicated_int: Vec<Option<&'a Int64Array>>,
+}
+
+impl<'a> BatchView<'a> {
+    fn new(batch: &'a RecordBatch, with_attrs: bool) -> Result<Self, StoreError> {
+        let c = Columns::new(batch);
+        let mut v = Self {
+            trace_id: c.fsb(col::TRACE_ID)?,
+            service: c.str(col::SERVICE_NAME)?,
+            name: c.str(col::NAME)?,
+            start: c.i64(col::START)?,
+            end: c.i64(col::END)?,
+            kind: c.i32(col::KIND)?,
+            status: c.i32(col::STATUS_CODE)?,
+            attrs: None,
+            resource: None,
+            dedicated_str: Vec::new(),
+            dedicated_int: Vec::new(),
+        };
+        if with_attrs {
+            let list: &ListArray = c.list(col::ATTRIBUTES)?;
+            v.attrs = Some(AttrList::new(list)?);
+            v.resource = Some(c.bin(col::RESOURCE)?);
+            for (_, name, ty) in DEDICATED {
+                v.dedicated_str.push(if *ty == DedicatedType::Str { Some(c.str(name)?) } else { None });
+                v.dedicated_int.push(if *ty == DedicatedType::Int { Some(c.i64(name)?) } else { None });
+            }
+        }
+        Ok(v)
+    }
+}
+
+struct RowView<'a, 'c> {
+    b: &'a BatchView<'a>,
+    row: usize,
+    cache: std::cell::RefCell<&'c mut DecodeCache>,
+}
+
+impl SpanView for RowView<'_, '_> {
+    fn service(&self) -> &str {
+        self.b.service.value(self.row)
+    }
+    fn name(&self) -> &str {
+        self.b.name.value(self.row)
+    }
+    fn start_unix_nano(&self) -> u64 {
+        self.b.start.value(self.row) as u64
+    }
+    fn end_unix_nano(&self) -> u64 {
+        self.b.end.value(self.row) as u64
+    }
+    fn kind(&self) -> i32 {
+        self.b.kind.value(self.row)
+    }
+    fn status_code(&self) -> i32 {
+        self.b.status.value(self.row)
+    }
+    fn attr_text(&self, key: &str) -> Option<String> {
+        let row = self.row;
+        if let Some(i) = schema::dedicated_index(key) {
+            if let Some(a) = self.b.dedicated_str.get(i).copied().flatten() {
+                if a.is_valid(row) {
+                    return Some(a.value(row).to_string());
+                }
+            }
+            if let Some(a) = self.b.dedicated_int.get(i).copied().flatten() {
+                if a.is_valid(row) {
+                    return Some(a.value(row).to_string());
+                }
+            }
+        }
+        if let Some(t) = self.b.attrs.as_ref().and_then(|a| a.text_of(row, key)) {
+            return Some(t);
+        }
+        let res = self.b.resource?;
+        let resource = self.cache.borrow_mut().resource(res.value(row));
+        attrs::get(&resource.attributes, key).map(attrs::to_text)
+    }
+}
+
+/// Writes spans (of one tenant and day) as a new block: data, then bloom, then meta.
+pub async fn write_block(
+    storage: &Storage,
+    tenant: &Tenant,
+    spans: &[&FlatSpan],
+    rows_per_group: usize,
+    compacted_from: Vec<String>,
+) -> Result<Block, StoreError> {
+    let mut sorted: Vec<&FlatSpan> = spans.to_vec();
+    sorted.sort_by(|a, b| {
+        a.span.trace_id.cmp(&b.span.trace_id).then(a.span.start_time_unix_nano.cmp(&b.span.start_time_unix_nano))
+    });
+    let min_start = sorted.iter().map(|s| s.span.start_time_unix_nano).min().unwrap_or(0);
+    let max_start = sorted.iter().map(|s| s.span.start_time_unix_nano).max().unwrap_or(0);
+    let mut bloom = Bloom::with_capacity(sorted.len());
+    let mut trace_count = 0u64;
+    let mut last: Option<[u8; 16]> = None;
+    let mut services = BTreeSet::new();
+    let mut operations = BTreeSet::new();
+    for s in &sorted {
+        let id = trace_id_of(s);
+        if last != Some(id) {
+            trace_count += 1;
+            bloom.insert(&TraceId(id));
+            last = Some(id);
+        }
+        services.insert(s.service_name().to_string());
+        operations.insert(OperationMeta { service: s.service_name().to_string(), name: s.span.name.clone(), kind: s.span.kind });
+    }
+
+    let rows_per_group = rows_per_group.max(1);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_dictionary_enabled(true)
+        .set_max_row_group_row_count(None)
+        .set_max_row_group_bytes(None)
+        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .set_created_by(format!("clew {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, schema::schema(), Some(props))?;
+    let mut row_groups = Vec::new();
+    // Row groups are cut here, never by the writer (its caps are off), and never split a trace,
+    // so a trace lookup reads one row group.
+    let mut start = 0;
+    while start < sorted.len() {
+        let mut end = (start + rows_per_group).min(sorted.len());
+        while end < sorted.len() && end > start && trace_id_of(sorted[end]) == trace_id_of(sorted[end - 1]) {
+            end += 1;
+        }
+        let chunk = &sorted[start..end];
+        writer.write(&schema::to_record_batch(chunk)?)?;
+        writer.flush()?;
+        row_groups.push(RowGroupMeta {
+            first_trace_id: hex::encode(trace_id_of(chunk[0])),
+            last_trace_id: hex::encode(trace_id_of(chunk[chunk.len() - 1])),
+            rows: chunk.len() as u64,
+        });
+        start = end;
+    }
+    writer.close()?;
+
+    let meta = BlockMeta {
+        format_version: FORMAT_VERSION,
+        block_id: uuid::Uuid::now_v7().to_string(),
+        tenant: tenant.as_str().to_string(),
+        day: day_of(min_start),
+        min_start_unix_nano: min_start,
+        max_start_unix_nano: max_start,
+        span_count: sorted.len() as u64,
+        trace_count,
+        services: services.into_iter().collect(),
+        operations: operations.into_iter().collect(),
+        size_bytes: buf.len() as u64,
+        row_groups,
+        encryption_key_id: None,
+        compacted_from,
+        created_unix_nano: now_nanos(),
+    };
+    let dir = meta.dir();
+    storage.put(&dir.clone().join(DATA_FILE), buf).await?;
+    storage.put(&dir.clone().join(BLOOM_FILE), bloom.to_bytes()).await?;
+    let meta_json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| StoreError::Corrupt { what: "block meta".into(), detail: e.to_string() })?;
+    storage.put(&dir.clone().join(META_FILE), meta_json).await?;
+    Block::from_parts(meta, bloom)
+}
+
+/// Deletes a block's files, meta first so a crash midway leaves no half-visible block.
+pub async fn delete_block(storage: &Storage, meta: &BlockMeta) -> Result<(), StoreError> {
+    let dir = meta.dir();
+    storage.delete(&dir.clone().join(META_FILE)).await?;
+    storage.delete(&dir.clone().join(BLOOM_FILE)).await?;
+    storage.delete(&dir.clone().join(DATA_FILE)).await?;
+    Ok(())
+}
+
+pub type BlockRef = Arc<Block>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::tests::rich_span;
+
+    #[test]
+    fn days() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_of(1_700_000_000_000_000_000), "2023-11-14");
+        assert_eq!(day_of(951_782_400_000_000_000), "2000-02-29");
+    }
+
+    #[tokio::test]
+    async fn write_then_read_trace_and_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().to_path_buf()).unwrap();
+        let tenant = Tenant::new("t1").unwrap();
+        let spans: Vec<FlatSpan> = (1..=50u8).flat_map(|t| [rich_span(t, 1, None), rich_span(t, 2, Some(1))]).collect();
+        let refs: Vec<&FlatSpan> = spans.iter().collect();
+        let block = write_block(&storage, &tenant, &refs, 7, vec![]).await.unwrap();
+        assert_eq!(block.meta.span_count, 100);
+        assert_eq!(block.meta.trace_count, 50);
+        assert!(block.meta.row_groups.len() > 5);
+        assert!(block.meta.row_groups.iter().all(|rg| rg.rows % 2 == 0), "a trace never straddles row groups");
+
+        let loaded = Block::load(&storage, &block.meta.dir()).await.unwrap();
+        let got = loaded.read_trace(&storage, &TraceId([17; 16])).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(loaded.read_trace(&storage, &TraceId([200; 16])).await.unwrap().is_empty());
+
+        let q = SearchQuery { attributes: vec![("s".into(), "v".into()), ("host.name".into(), "h1".into())], ..Default::default() };
+        assert_eq!(loaded.search(&storage, &q).await.unwrap().len(), 50);
+        let q = SearchQuery { attributes: vec![("http.route".into(), "7".into())], service: Some("checkout".into()), ..Default::default() };
+        assert_eq!(loaded.search(&storage, &q).await.unwrap().len(), 50);
+        let q = SearchQuery { attributes: vec![("error".into(), "true".into())], ..Default::default() };
+        assert_eq!(loaded.search(&storage, &q).await.unwrap().len(), 50);
+        let q = SearchQuery { attributes: vec![("s".into(), "nope".into())], ..Default::default() };
+        assert!(loaded.search(&storage, &q).await.unwrap().is_empty());
+        let q = SearchQuery { service: Some("other".into()), ..Default::default() };
+        assert!(!loaded.may_match(&q));
+    }
+}

@@ -1,0 +1,119 @@
+//! A trace-id bloom filter per block (~10 bits per trace, 7 probes: about 1% false positives), small
+//! enough to keep every block's filter in memory.
+//!
+//! File format: `b"CLBF"`, version u8 = 1, probes u8, bit count u64 LE, then the bit words (u64 LE).
+
+use clew_model::TraceId;
+
+const MAGIC: &[u8; 4] = b"CLBF";
+const PROBES: u8 = 7;
+const BITS_PER_ITEM: usize = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bloom {
+    probes: u8,
+    bits: u64,
+    words: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bloom filter file is malformed: {0}")]
+pub struct BloomError(&'static str);
+
+impl Bloom {
+    pub fn with_capacity(items: usize) -> Self {
+        let bits = (items.max(64) * BITS_PER_ITEM).next_multiple_of(64) as u64;
+        Self { probes: PROBES, bits, words: vec![0; (bits / 64) as usize] }
+    }
+
+    /// Double hashing from one 64-bit mix of the whole id, so ids sharing a half still spread.
+    fn positions(&self, id: &TraceId) -> impl Iterator<Item = u64> + '_ {
+        let h1 = mix(id.low_u64() ^ mix(id.high_u64()));
+        let h2 = mix(h1 ^ 0x632b_e59b_d9b4_e019) | 1;
+        (0..self.probes as u64).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % self.bits)
+    }
+
+    pub fn insert(&mut self, id: &TraceId) {
+        let pos: Vec<u64> = self.positions(id).collect();
+        for p in pos {
+            self.words[(p / 64) as usize] |= 1 << (p % 64);
+        }
+    }
+
+    pub fn may_contain(&self, id: &TraceId) -> bool {
+        self.positions(id).all(|p| self.words[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(14 + self.words.len() * 8);
+        out.extend_from_slice(MAGIC);
+        out.push(1);
+        out.push(self.probes);
+        out.extend_from_slice(&self.bits.to_le_bytes());
+        for w in &self.words {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Self, BloomError> {
+        if b.len() < 14 || &b[..4] != MAGIC {
+            return Err(BloomError("bad header"));
+        }
+        if b[4] != 1 {
+            return Err(BloomError("unknown version"));
+        }
+        let probes = b[5];
+        let bits = u64::from_le_bytes(b[6..14].try_into().map_err(|_| BloomError("bad header"))?);
+        if probes == 0 || bits == 0 || bits % 64 != 0 || (b.len() - 14) as u64 != bits / 8 {
+            return Err(BloomError("size does not match header"));
+        }
+        let words = b[14..].chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect();
+        Ok(Self { probes, bits, words })
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+}
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64 finalizer
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: u64) -> TraceId {
+        let mut b = [0u8; 16];
+        b[8..].copy_from_slice(&i.to_be_bytes());
+        b[0] = 1;
+        TraceId(b)
+    }
+
+    #[test]
+    fn no_false_negatives_and_few_false_positives() {
+        let mut b = Bloom::with_capacity(10_000);
+        for i in 0..10_000 {
+            b.insert(&id(i));
+        }
+        assert!((0..10_000).all(|i| b.may_contain(&id(i))));
+        let fp = (10_000..110_000).filter(|&i| b.may_contain(&id(i))).count();
+        assert!(fp < 3_000, "false positive rate too high: {fp}/100000");
+    }
+
+    #[test]
+    fn serialization_round_trip_and_garbage() {
+        let mut b = Bloom::with_capacity(10);
+        b.insert(&id(3));
+        let back = Bloom::from_bytes(&b.to_bytes()).unwrap();
+        assert_eq!(back, b);
+        assert!(Bloom::from_bytes(b"junk").is_err());
+        let bytes = b.to_bytes();
+        assert!(Bloom::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,45 @@
+//! # clew-store — the storage room
+//!
+//! Durable, tenant-partitioned trace storage: a write-ahead log with group commit (an append
+//! returns only once fsynced), an in-memory head that answers queries for fresh spans, immutable
+//! Parquet blocks written through `object_store` with a per-block trace-id bloom index, and a
+//! compactor that merges small blocks and removes duplicate spans.
+//!
+//! May depend on: `clew-model`, storage and columnar crates. Must not depend on HTTP/gRPC, receivers
+//! or the query room: the server wires the store up; the store knows nothing of protocols.
+
+pub mod api;
+
+pub use api::{DependencyLink, Operation, SearchQuery, TraceHit, TraceReader};
+pub use metrics::StoreMetrics;
+pub use store::{CompactionConfig, OpenReport, Store, StoreConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("corrupt data in {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    #[error("the store is overloaded: {0}")]
+    Overloaded(String),
+}
+
+pub mod block;
+pub mod bloom;
+pub mod catalog;
+pub mod file_reader;
+pub mod head;
+pub mod matcher;
+pub mod metrics;
+pub mod schema;
+pub mod storage;
+pub mod store;
+pub mod wal;

@@ -1,0 +1,107 @@
+//! The store's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+#[derive(Clone)]
+pub struct StoreMetrics(Arc<Inner>);
+
+struct Inner {
+    fsync_seconds: Histogram,
+    wal_bytes_written: Counter,
+    wal_group_size: Histogram,
+    spans_appended: Family<TenantLabel, Counter>,
+    head_spans: Gauge,
+    blocks: Family<TenantLabel, Gauge>,
+    block_bytes: Family<TenantLabel, Gauge>,
+    block_spans: Family<TenantLabel, Gauge>,
+    flushes: Counter,
+    flush_failures: Counter,
+    compactions: Counter,
+    compaction_failures: Counter,
+    duplicates_removed: Counter,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        Self(Arc::new(Inner {
+            fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            wal_bytes_written: Counter::default(),
+            wal_group_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            spans_appended: Family::default(),
+            head_spans: Gauge::default(),
+            blocks: Family::default(),
+            block_bytes: Family::default(),
+            block_spans: Family::default(),
+            flushes: Counter::default(),
+            flush_failures: Counter::default(),
+            compactions: Counter::default(),
+            compaction_failures: Counter::default(),
+            duplicates_removed: Counter::default(),
+        }))
+    }
+}
+
+impl StoreMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        let m = &self.0;
+        r.register("clew_wal_fsync_seconds", "Latency of WAL group-commit write+fsync", m.fsync_seconds.clone());
+        r.register("clew_wal_written_bytes", "Bytes written to the WAL", m.wal_bytes_written.clone());
+        r.register("clew_wal_group_commit_requests", "Export requests per WAL group commit", m.wal_group_size.clone());
+        r.register("clew_store_spans_appended", "Spans made durable in the WAL", m.spans_appended.clone());
+        r.register("clew_head_spans", "Spans held in the in-memory head", m.head_spans.clone());
+        r.register("clew_store_blocks", "Blocks per tenant", m.blocks.clone());
+        r.register("clew_store_block_bytes", "Bytes in blocks per tenant", m.block_bytes.clone());
+        r.register("clew_store_block_spans", "Spans in blocks per tenant", m.block_spans.clone());
+        r.register("clew_store_flushes", "Head flushes into blocks", m.flushes.clone());
+        r.register("clew_store_flush_failures", "Head flushes that failed (retried)", m.flush_failures.clone());
+        r.register("clew_compaction_runs", "Compactions completed", m.compactions.clone());
+        r.register("clew_compaction_failures", "Compactions that failed", m.compaction_failures.clone());
+        r.register("clew_compaction_duplicate_spans_removed", "Duplicate spans dropped by compaction", m.duplicates_removed.clone());
+    }
+
+    pub fn observe_fsync(&self, took: Duration, bytes: usize, requests: usize) {
+        self.0.fsync_seconds.observe(took.as_secs_f64());
+        self.0.wal_bytes_written.inc_by(bytes as u64);
+        self.0.wal_group_size.observe(requests as f64);
+    }
+
+    pub fn spans_appended(&self, tenant: &str, n: u64) {
+        self.0.spans_appended.get_or_create(&TenantLabel { tenant: tenant.to_string() }).inc_by(n);
+    }
+
+    pub fn set_head_spans(&self, n: usize) {
+        self.0.head_spans.set(n as i64);
+    }
+
+    pub fn set_tenant_blocks(&self, tenant: &str, blocks: usize, bytes: u64, spans: u64) {
+        let l = TenantLabel { tenant: tenant.to_string() };
+        self.0.blocks.get_or_create(&l).set(blocks as i64);
+        self.0.block_bytes.get_or_create(&l).set(bytes as i64);
+        self.0.block_spans.get_or_create(&l).set(spans as i64);
+    }
+
+    pub fn flushed(&self, ok: bool) {
+        if ok { self.0.flushes.inc() } else { self.0.flush_failures.inc() };
+    }
+
+    pub fn compacted(&self, ok: bool, duplicates: u64) {
+        if ok {
+            self.0.compactions.inc();
+            self.0.duplicates_removed.inc_by(duplicates);
+        } else {
+            self.0.compaction_failures.inc();
+        }
+    }
+}
