@@ -48,6 +48,7 @@ def test_no_acknowledged_trace_is_lost_across_kill_9(clew_factory):
     lock = threading.Lock()
     stop = threading.Event()
     errors: list[str] = []
+    cut_off: list[int] = []  # clients whose connection the kill broke (proves the kill hit live load)
 
     def client():
         session = requests.Session()
@@ -61,6 +62,7 @@ def test_no_acknowledged_trace_is_lost_across_kill_9(clew_factory):
                     headers={"Content-Type": "application/x-protobuf"}, timeout=10,
                 )
             except requests.RequestException:
+                cut_off.append(1)
                 return  # the server is gone
             if r.status_code == 200:
                 resp = trace_service_pb2.ExportTraceServiceResponse.FromString(r.content)
@@ -78,7 +80,7 @@ def test_no_acknowledged_trace_is_lost_across_kill_9(clew_factory):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with lock:
-            if len(acked) >= 200:
+            if len(acked) >= 500:
                 break
         time.sleep(0.05)
     time.sleep(0.3)
@@ -90,6 +92,7 @@ def test_no_acknowledged_trace_is_lost_across_kill_9(clew_factory):
     with lock:
         acked_now = list(acked)
     assert len(acked_now) >= 50, f"only {len(acked_now)} exports acknowledged before the kill"
+    assert cut_off, "no client was sending when the server was killed: the kill did not hit live load"
 
     server.start()
     session = requests.Session()

@@ -104,7 +104,13 @@ mod tests {
         SpanBatch::new(
             Tenant::default(),
             vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans: vec![Span { name: "a".into(), ..Default::default() }], ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        name: "a".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         )
@@ -116,7 +122,10 @@ mod tests {
         let p = Pipeline::new(vec![Box::new(Rename), Box::new(Rename)], sink.clone());
         p.consume(batch()).await.unwrap();
         let got = sink.0.lock().unwrap();
-        assert_eq!(got[0].resource_spans[0].scope_spans[0].spans[0].name, "renamed-renamed-a");
+        assert_eq!(
+            got[0].resource_spans[0].scope_spans[0].spans[0].name,
+            "renamed-renamed-a"
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,15 @@ pub trait Injector {
 
     /// Remove every value of `key` (used when egress policy strips headers).
     fn remove(&mut self, key: &str);
+
+    /// Remove every field whose name starts with `prefix` (case-insensitive), e.g. `uberctx-`.
+    /// Carriers that cannot enumerate their fields may leave this as a no-op.
+    fn remove_prefix(&mut self, _prefix: &str) {}
+}
+
+fn has_prefix(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// Stand-in for a header value that is not valid UTF-8: present, but parses as invalid.
@@ -68,6 +77,16 @@ impl Injector for HeaderMap {
             HeaderMap::remove(self, name);
         }
     }
+
+    fn remove_prefix(&mut self, prefix: &str) {
+        let names: Vec<HeaderName> = HeaderMap::keys(self)
+            .filter(|k| has_prefix(k.as_str(), prefix))
+            .cloned()
+            .collect();
+        for n in names {
+            HeaderMap::remove(self, n);
+        }
+    }
 }
 
 impl Extractor for HashMap<String, String> {
@@ -91,6 +110,10 @@ impl Injector for HashMap<String, String> {
 
     fn remove(&mut self, key: &str) {
         self.retain(|k, _| !k.eq_ignore_ascii_case(key));
+    }
+
+    fn remove_prefix(&mut self, prefix: &str) {
+        self.retain(|k, _| !has_prefix(k, prefix));
     }
 }
 
@@ -150,6 +173,10 @@ impl Injector for HeaderList {
     fn remove(&mut self, key: &str) {
         self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
     }
+
+    fn remove_prefix(&mut self, prefix: &str) {
+        self.0.retain(|(k, _)| !has_prefix(k, prefix));
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +211,28 @@ mod tests {
         m.set("traceparent", "new".into());
         assert_eq!(m.len(), 1);
         assert_eq!(m.get("traceparent").map(String::as_str), Some("new"));
+    }
+
+    #[test]
+    fn remove_prefix_is_case_insensitive() {
+        let mut h = HeaderMap::new();
+        h.insert("uberctx-a", HeaderValue::from_static("1"));
+        h.insert("keep", HeaderValue::from_static("2"));
+        Injector::remove_prefix(&mut h, "UberCtx-");
+        assert_eq!(h.len(), 1);
+        let mut l = HeaderList::new().with("UBERCTX-x", "1").with("u", "2");
+        l.remove_prefix("uberctx-");
+        assert_eq!(l.0.len(), 1);
+        let mut m: HashMap<String, String> = HashMap::new();
+        m.insert("uberctx-é".into(), "1".into());
+        m.remove_prefix("uberctx-");
+        assert!(m.is_empty());
+        // a prefix longer than the name, or splitting a multi-byte char, never panics
+        let mut m: HashMap<String, String> = HashMap::new();
+        m.insert("éé".into(), "1".into());
+        m.remove_prefix("\u{e9}x");
+        m.remove_prefix("abcdefgh");
+        assert_eq!(m.len(), 1);
     }
 
     #[test]

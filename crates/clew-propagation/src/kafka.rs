@@ -105,6 +105,22 @@ impl<H: RecordHeadersMut + ?Sized> Injector for HeaderInjector<'_, H> {
     fn remove(&mut self, key: &str) {
         self.0.remove_header(key);
     }
+    fn remove_prefix(&mut self, prefix: &str) {
+        let keys: Vec<String> = self
+            .0
+            .header_pairs()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.len() >= prefix.len()
+                    && k.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            })
+            .map(str::to_string)
+            .collect();
+        for k in keys {
+            self.0.remove_header(&k);
+        }
+    }
 }
 
 /// Inject `cx` into record headers (existing keys replaced).
@@ -330,13 +346,13 @@ mod rd {
     use rdkafka::message::{Header, Headers, OwnedHeaders};
 
     /// Read adapter for any rdkafka headers (`BorrowedHeaders` of a consumed message, ...).
-    pub struct RdHeaders<'a, H: Headers + ?Sized>(pub &'a H);
+    pub struct RdHeaders<'a, H: Headers>(pub &'a H);
 
-    fn pairs<H: Headers + ?Sized>(h: &H) -> Vec<(&str, Option<&[u8]>)> {
+    fn pairs<H: Headers>(h: &H) -> Vec<(&str, Option<&[u8]>)> {
         h.iter().map(|x| (x.key, x.value)).collect()
     }
 
-    impl<H: Headers + ?Sized> RecordHeaders for RdHeaders<'_, H> {
+    impl<H: Headers> RecordHeaders for RdHeaders<'_, H> {
         fn header_pairs(&self) -> Vec<(&str, Option<&[u8]>)> {
             pairs(self.0)
         }
@@ -500,6 +516,29 @@ mod tests {
         assert!(span
             .attributes
             .contains(&("messaging.batch.message_count", AttrValue::Int(4))));
+    }
+
+    #[cfg(feature = "rdkafka")]
+    #[test]
+    fn rdkafka_owned_headers_replace_and_extract() {
+        use rdkafka::message::{Header, Headers, OwnedHeaders};
+        let mut h = OwnedHeaders::new()
+            .insert(Header {
+                key: "traceparent",
+                value: Some(&b"stale"[..]),
+            })
+            .insert(Header {
+                key: "app",
+                value: Some(&b"keep"[..]),
+            });
+        let p = CompositePropagator::w3c();
+        let c = cx();
+        inject(&p, &c, &mut h);
+        assert_eq!(h.iter().filter(|x| x.key == "traceparent").count(), 1);
+        assert!(h.iter().any(|x| x.key == "app"));
+        let back = extract(&p, &RdHeaders(&h));
+        assert_eq!(back.span.map(|s| s.trace_id), c.span.map(|s| s.trace_id));
+        assert_eq!(back.baggage.get("tenant"), Some("acme"));
     }
 
     #[cfg(feature = "otel")]

@@ -410,8 +410,9 @@ impl BaggagePolicy {
         injector: &mut dyn Injector,
     ) {
         for f in propagator.fields() {
-            if !f.ends_with('*') {
-                injector.remove(&f);
+            match f.strip_suffix('*') {
+                Some(prefix) => injector.remove_prefix(prefix),
+                None => injector.remove(&f),
             }
         }
         if let Egress::Send(out) = self.egress(cx, host) {
@@ -516,6 +517,18 @@ mod tests {
     }
 
     #[test]
+    fn stale_prefixed_headers_in_the_carrier_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "uberctx-user.email",
+            http::HeaderValue::from_static("alice@example.com"),
+        );
+        policy().inject(&all_formats(), &cx(), "api.internal.test", &mut h);
+        assert!(!wire(&h).contains("alice"));
+        assert!(h.get("uberctx-tenant").is_some());
+    }
+
+    #[test]
     fn default_rule_denies_everything() {
         let mut h = HeaderMap::new();
         policy().inject(&CompositePropagator::w3c(), &cx(), "unknown.test", &mut h);
@@ -529,6 +542,7 @@ mod tests {
         h.insert("traceparent", http::HeaderValue::from_static("stale"));
         h.insert("baggage", http::HeaderValue::from_static("user.email=x"));
         h.insert("b3", http::HeaderValue::from_static("stale"));
+        h.insert("uberctx-user.email", http::HeaderValue::from_static("x"));
         policy().inject(&all_formats(), &cx(), "api.partner.test", &mut h);
         assert!(h.is_empty(), "{}", wire(&h));
     }

@@ -6,6 +6,7 @@ use crate::errors::{ReceiveError, Rejection};
 use crate::ingest::Shared;
 use crate::metrics::Protocol;
 use crate::{ReceiverConfig, ReceiverMetrics};
+use axum::http;
 use clew_model::otlp::collector::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -51,10 +52,35 @@ pub async fn serve_otlp_grpc(
 ) -> Result<(), ReceiveError> {
     let service = otlp_grpc_service(sink, cfg, metrics)?;
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            too_large_is_not_retryable as fn(_) -> _,
+        ))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// tonic answers a message over the size limit with `OUT_OF_RANGE`, which OTLP exporters retry
+/// (the OTLP spec lists it as retryable); resending the same message cannot succeed, so the code is
+/// rewritten to `RESOURCE_EXHAUSTED`, which exporters retry only when given a `RetryInfo`. Such
+/// errors are raised before the service runs, so they are trailers-only responses with the status
+/// in the headers; our own handler never returns `OUT_OF_RANGE`.
+fn too_large_is_not_retryable(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    if response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == out_of_range.as_bytes())
+    {
+        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
+        if let Ok(value) = http::HeaderValue::from_str(&exhausted) {
+            response.headers_mut().insert("grpc-status", value);
+        }
+    }
+    response
 }
 
 #[async_trait::async_trait]

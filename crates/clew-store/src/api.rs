@@ -62,12 +62,24 @@ pub trait TraceReader: Send + Sync + 'static {
     /// Every stored span of the trace, head and blocks, duplicates removed. Empty if unknown.
     async fn trace(&self, tenant: &Tenant, id: TraceId) -> Result<Vec<FlatSpan>, StoreError>;
     /// Trace ids whose spans match `query`, newest first, at most `query.effective_limit()`.
-    async fn search(&self, tenant: &Tenant, query: &SearchQuery) -> Result<Vec<TraceHit>, StoreError>;
+    async fn search(
+        &self,
+        tenant: &Tenant,
+        query: &SearchQuery,
+    ) -> Result<Vec<TraceHit>, StoreError>;
     /// Service names seen, sorted.
     async fn services(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
     /// Operations seen, of one service or all, sorted.
-    async fn operations(&self, tenant: &Tenant, service: Option<&str>) -> Result<Vec<Operation>, StoreError>;
+    async fn operations(
+        &self,
+        tenant: &Tenant,
+        service: Option<&str>,
+    ) -> Result<Vec<Operation>, StoreError>;
     /// Service call edges among spans that started in the range (Unix nanoseconds).
-    async fn dependencies(&self, tenant: &Tenant, start_unix_nano: u64, end_unix_nano: u64)
-        -> Result<Vec<DependencyLink>, StoreError>;
+    async fn dependencies(
+        &self,
+        tenant: &Tenant,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+    ) -> Result<Vec<DependencyLink>, StoreError>;
 }

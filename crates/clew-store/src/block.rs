@@ -3,20 +3,23 @@
 //! directory without `meta.json` is an interrupted write and is removed at start-up.
 
 use crate::bloom::Bloom;
+use crate::file_reader::BlockFileReader;
 use crate::matcher::{self, SpanView};
 use crate::schema::{self, col, AttrList, Columns, DecodeCache, DedicatedType, DEDICATED};
 use crate::storage::Storage;
 use crate::{SearchQuery, StoreError};
-use arrow_array::{Array, BinaryArray, FixedSizeBinaryArray, Int32Array, Int64Array, ListArray, RecordBatch, StringArray};
+use arrow_array::{
+    Array, BinaryArray, FixedSizeBinaryArray, Int32Array, Int64Array, ListArray, RecordBatch,
+    StringArray,
+};
 use clew_model::{attrs, FlatSpan, Tenant, TraceId};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-use crate::file_reader::BlockFileReader;
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -91,7 +94,10 @@ pub fn day_of(unix_nano: u64) -> String {
 }
 
 fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn trace_id_of(s: &FlatSpan) -> [u8; 16] {
@@ -102,26 +108,34 @@ fn trace_id_of(s: &FlatSpan) -> [u8; 16] {
 pub struct Block {
     pub meta: BlockMeta,
     bloom: Bloom,
-    row_group_ranges: Vec<([u8; 16], [u8; 16])>,
+    row_group_ranges: Vec<TraceIdRange>,
     reader_meta: tokio::sync::OnceCell<ArrowReaderMetadata>,
 }
 
 impl std::fmt::Debug for Block {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Block").field("id", &self.meta.block_id).field("spans", &self.meta.span_count).finish()
+        f.debug_struct("Block")
+            .field("id", &self.meta.block_id)
+            .field("spans", &self.meta.span_count)
+            .finish()
     }
 }
 
-fn parse_ranges(meta: &BlockMeta) -> Result<Vec<([u8; 16], [u8; 16])>, StoreError> {
+/// First and last trace id of a row group.
+type TraceIdRange = ([u8; 16], [u8; 16]);
+
+fn parse_ranges(meta: &BlockMeta) -> Result<Vec<TraceIdRange>, StoreError> {
     meta.row_groups
         .iter()
         .map(|rg| {
             let p = |s: &str| {
                 let mut out = [0u8; 16];
-                hex::decode_to_slice(s, &mut out).map(|_| out).map_err(|e| StoreError::Corrupt {
-                    what: format!("block {} meta", meta.block_id),
-                    detail: format!("row group trace id {s:?}: {e}"),
-                })
+                hex::decode_to_slice(s, &mut out)
+                    .map(|_| out)
+                    .map_err(|e| StoreError::Corrupt {
+                        what: format!("block {} meta", meta.block_id),
+                        detail: format!("row group trace id {s:?}: {e}"),
+                    })
             };
             Ok((p(&rg.first_trace_id)?, p(&rg.last_trace_id)?))
         })
@@ -131,16 +145,29 @@ fn parse_ranges(meta: &BlockMeta) -> Result<Vec<([u8; 16], [u8; 16])>, StoreErro
 impl Block {
     pub fn from_parts(meta: BlockMeta, bloom: Bloom) -> Result<Self, StoreError> {
         let row_group_ranges = parse_ranges(&meta)?;
-        Ok(Self { meta, bloom, row_group_ranges, reader_meta: tokio::sync::OnceCell::new() })
+        Ok(Self {
+            meta,
+            bloom,
+            row_group_ranges,
+            reader_meta: tokio::sync::OnceCell::new(),
+        })
     }
 
     /// Loads a block's meta and bloom filter.
     pub async fn load(storage: &Storage, dir: &Path) -> Result<Self, StoreError> {
         let meta_bytes = storage.get(&dir.clone().join(META_FILE)).await?;
-        let meta: BlockMeta = serde_json::from_slice(&meta_bytes)
-            .map_err(|e| StoreError::Corrupt { what: format!("{dir}/{META_FILE}"), detail: e.to_string() })?;
-        let bloom = Bloom::from_bytes(&storage.get(&dir.clone().join(BLOOM_FILE)).await?)
-            .map_err(|e| StoreError::Corrupt { what: format!("{dir}/{BLOOM_FILE}"), detail: e.to_string() })?;
+        let meta: BlockMeta =
+            serde_json::from_slice(&meta_bytes).map_err(|e| StoreError::Corrupt {
+                what: format!("{dir}/{META_FILE}"),
+                detail: e.to_string(),
+            })?;
+        let bloom =
+            Bloom::from_bytes(&storage.get(&dir.clone().join(BLOOM_FILE)).await?).map_err(|e| {
+                StoreError::Corrupt {
+                    what: format!("{dir}/{BLOOM_FILE}"),
+                    detail: e.to_string(),
+                }
+            })?;
         Self::from_parts(meta, bloom)
     }
 
@@ -148,7 +175,10 @@ impl Block {
         self.bloom.memory_bytes() + self.row_group_ranges.len() * 32
     }
 
-    async fn reader(&self, storage: &Storage) -> Result<(BlockFileReader, ArrowReaderMetadata), StoreError> {
+    async fn reader(
+        &self,
+        storage: &Storage,
+    ) -> Result<(BlockFileReader, ArrowReaderMetadata), StoreError> {
         let path = self.meta.dir().clone().join(DATA_FILE);
         let make = || BlockFileReader::new(storage.os.clone(), path.clone(), self.meta.size_bytes);
         let md = self
@@ -172,13 +202,17 @@ impl Block {
         mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let (reader, md) = self.reader(storage).await?;
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, md.clone()).with_batch_size(8192);
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, md.clone())
+            .with_batch_size(8192);
         if let Some(groups) = row_groups {
             builder = builder.with_row_groups(groups);
         }
         if let Some(cols) = columns {
             let schema = schema::schema();
-            let roots: Vec<usize> = cols.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+            let roots: Vec<usize> = cols
+                .iter()
+                .filter_map(|c| schema.index_of(c).ok())
+                .collect();
             builder = builder.with_projection(ProjectionMask::roots(md.parquet_schema(), roots));
         }
         let mut stream = builder.build()?;
@@ -189,7 +223,11 @@ impl Block {
     }
 
     /// All spans of one trace in this block.
-    pub async fn read_trace(&self, storage: &Storage, id: &TraceId) -> Result<Vec<FlatSpan>, StoreError> {
+    pub async fn read_trace(
+        &self,
+        storage: &Storage,
+        id: &TraceId,
+    ) -> Result<Vec<FlatSpan>, StoreError> {
         if !self.bloom.may_contain(id) {
             return Ok(Vec::new());
         }
@@ -217,8 +255,10 @@ impl Block {
 
     /// Whether metadata alone rules this block out for `q`.
     pub fn may_match(&self, q: &SearchQuery) -> bool {
-        if q.start_unix_nano.is_some_and(|t| self.meta.max_start_unix_nano < t)
-            || q.end_unix_nano.is_some_and(|t| self.meta.min_start_unix_nano > t)
+        if q.start_unix_nano
+            .is_some_and(|t| self.meta.max_start_unix_nano < t)
+            || q.end_unix_nano
+                .is_some_and(|t| self.meta.min_start_unix_nano > t)
         {
             return false;
         }
@@ -228,7 +268,12 @@ impl Block {
             }
         }
         if let Some(op) = &q.operation {
-            if !self.meta.operations.iter().any(|o| &o.name == op && q.service.as_ref().is_none_or(|s| &o.service == s)) {
+            if !self
+                .meta
+                .operations
+                .iter()
+                .any(|o| &o.name == op && q.service.as_ref().is_none_or(|s| &o.service == s))
+            {
                 return false;
             }
         }
@@ -236,8 +281,20 @@ impl Block {
     }
 
     /// Matching traces in this block with their latest matching start time.
-    pub async fn search(&self, storage: &Storage, q: &SearchQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
-        let mut cols = vec![col::TRACE_ID, col::SERVICE_NAME, col::NAME, col::START, col::END, col::KIND, col::STATUS_CODE];
+    pub async fn search(
+        &self,
+        storage: &Storage,
+        q: &SearchQuery,
+    ) -> Result<HashMap<TraceId, u64>, StoreError> {
+        let mut cols = vec![
+            col::TRACE_ID,
+            col::SERVICE_NAME,
+            col::NAME,
+            col::START,
+            col::END,
+            col::KIND,
+            col::STATUS_CODE,
+        ];
         if !q.attributes.is_empty() {
             cols.extend([col::ATTRIBUTES, col::RESOURCE]);
             cols.extend(DEDICATED.iter().map(|(_, c, _)| *c));
@@ -247,7 +304,11 @@ impl Block {
         self.scan(storage, None, Some(&cols), |batch| {
             let view = BatchView::new(batch, !q.attributes.is_empty())?;
             for row in 0..batch.num_rows() {
-                let rv = RowView { b: &view, row, cache: std::cell::RefCell::new(&mut cache) };
+                let rv = RowView {
+                    b: &view,
+                    row,
+                    cache: std::cell::RefCell::new(&mut cache),
+                };
                 if matcher::matches(q, &rv) {
                     if let Ok(id) = TraceId::from_bytes(view.trace_id.value(row)) {
                         let start = view.start.value(row) as u64;
@@ -298,8 +359,16 @@ impl<'a> BatchView<'a> {
             v.attrs = Some(AttrList::new(list)?);
             v.resource = Some(c.bin(col::RESOURCE)?);
             for (_, name, ty) in DEDICATED {
-                v.dedicated_str.push(if *ty == DedicatedType::Str { Some(c.str(name)?) } else { None });
-                v.dedicated_int.push(if *ty == DedicatedType::Int { Some(c.i64(name)?) } else { None });
+                v.dedicated_str.push(if *ty == DedicatedType::Str {
+                    Some(c.str(name)?)
+                } else {
+                    None
+                });
+                v.dedicated_int.push(if *ty == DedicatedType::Int {
+                    Some(c.i64(name)?)
+                } else {
+                    None
+                });
             }
         }
         Ok(v)
@@ -364,10 +433,22 @@ pub async fn write_block(
 ) -> Result<Block, StoreError> {
     let mut sorted: Vec<&FlatSpan> = spans.to_vec();
     sorted.sort_by(|a, b| {
-        a.span.trace_id.cmp(&b.span.trace_id).then(a.span.start_time_unix_nano.cmp(&b.span.start_time_unix_nano))
+        a.span.trace_id.cmp(&b.span.trace_id).then(
+            a.span
+                .start_time_unix_nano
+                .cmp(&b.span.start_time_unix_nano),
+        )
     });
-    let min_start = sorted.iter().map(|s| s.span.start_time_unix_nano).min().unwrap_or(0);
-    let max_start = sorted.iter().map(|s| s.span.start_time_unix_nano).max().unwrap_or(0);
+    let min_start = sorted
+        .iter()
+        .map(|s| s.span.start_time_unix_nano)
+        .min()
+        .unwrap_or(0);
+    let max_start = sorted
+        .iter()
+        .map(|s| s.span.start_time_unix_nano)
+        .max()
+        .unwrap_or(0);
     let mut bloom = Bloom::with_capacity(sorted.len());
     let mut trace_count = 0u64;
     let mut last: Option<[u8; 16]> = None;
@@ -381,7 +462,11 @@ pub async fn write_block(
             last = Some(id);
         }
         services.insert(s.service_name().to_string());
-        operations.insert(OperationMeta { service: s.service_name().to_string(), name: s.span.name.clone(), kind: s.span.kind });
+        operations.insert(OperationMeta {
+            service: s.service_name().to_string(),
+            name: s.span.name.clone(),
+            kind: s.span.kind,
+        });
     }
 
     let rows_per_group = rows_per_group.max(1);
@@ -390,7 +475,11 @@ pub async fn write_block(
         .set_dictionary_enabled(true)
         .set_max_row_group_row_count(None)
         .set_max_row_group_bytes(None)
-        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
         .set_created_by(format!("clew {}", env!("CARGO_PKG_VERSION")))
         .build();
     let mut buf = Vec::new();
@@ -401,7 +490,10 @@ pub async fn write_block(
     let mut start = 0;
     while start < sorted.len() {
         let mut end = (start + rows_per_group).min(sorted.len());
-        while end < sorted.len() && end > start && trace_id_of(sorted[end]) == trace_id_of(sorted[end - 1]) {
+        while end < sorted.len()
+            && end > start
+            && trace_id_of(sorted[end]) == trace_id_of(sorted[end - 1])
+        {
             end += 1;
         }
         let chunk = &sorted[start..end];
@@ -435,9 +527,13 @@ pub async fn write_block(
     };
     let dir = meta.dir();
     storage.put(&dir.clone().join(DATA_FILE), buf).await?;
-    storage.put(&dir.clone().join(BLOOM_FILE), bloom.to_bytes()).await?;
-    let meta_json = serde_json::to_vec_pretty(&meta)
-        .map_err(|e| StoreError::Corrupt { what: "block meta".into(), detail: e.to_string() })?;
+    storage
+        .put(&dir.clone().join(BLOOM_FILE), bloom.to_bytes())
+        .await?;
+    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Corrupt {
+        what: "block meta".into(),
+        detail: e.to_string(),
+    })?;
     storage.put(&dir.clone().join(META_FILE), meta_json).await?;
     Block::from_parts(meta, bloom)
 }
@@ -470,28 +566,58 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path().to_path_buf()).unwrap();
         let tenant = Tenant::new("t1").unwrap();
-        let spans: Vec<FlatSpan> = (1..=50u8).flat_map(|t| [rich_span(t, 1, None), rich_span(t, 2, Some(1))]).collect();
+        let spans: Vec<FlatSpan> = (1..=50u8)
+            .flat_map(|t| [rich_span(t, 1, None), rich_span(t, 2, Some(1))])
+            .collect();
         let refs: Vec<&FlatSpan> = spans.iter().collect();
-        let block = write_block(&storage, &tenant, &refs, 7, vec![]).await.unwrap();
+        let block = write_block(&storage, &tenant, &refs, 7, vec![])
+            .await
+            .unwrap();
         assert_eq!(block.meta.span_count, 100);
         assert_eq!(block.meta.trace_count, 50);
         assert!(block.meta.row_groups.len() > 5);
-        assert!(block.meta.row_groups.iter().all(|rg| rg.rows % 2 == 0), "a trace never straddles row groups");
+        assert!(
+            block.meta.row_groups.iter().all(|rg| rg.rows % 2 == 0),
+            "a trace never straddles row groups"
+        );
 
         let loaded = Block::load(&storage, &block.meta.dir()).await.unwrap();
-        let got = loaded.read_trace(&storage, &TraceId([17; 16])).await.unwrap();
+        let got = loaded
+            .read_trace(&storage, &TraceId([17; 16]))
+            .await
+            .unwrap();
         assert_eq!(got.len(), 2);
-        assert!(loaded.read_trace(&storage, &TraceId([200; 16])).await.unwrap().is_empty());
+        assert!(loaded
+            .read_trace(&storage, &TraceId([200; 16]))
+            .await
+            .unwrap()
+            .is_empty());
 
-        let q = SearchQuery { attributes: vec![("s".into(), "v".into()), ("host.name".into(), "h1".into())], ..Default::default() };
+        let q = SearchQuery {
+            attributes: vec![("s".into(), "v".into()), ("host.name".into(), "h1".into())],
+            ..Default::default()
+        };
         assert_eq!(loaded.search(&storage, &q).await.unwrap().len(), 50);
-        let q = SearchQuery { attributes: vec![("http.route".into(), "7".into())], service: Some("checkout".into()), ..Default::default() };
+        let q = SearchQuery {
+            attributes: vec![("http.route".into(), "7".into())],
+            service: Some("checkout".into()),
+            ..Default::default()
+        };
         assert_eq!(loaded.search(&storage, &q).await.unwrap().len(), 50);
-        let q = SearchQuery { attributes: vec![("error".into(), "true".into())], ..Default::default() };
+        let q = SearchQuery {
+            attributes: vec![("error".into(), "true".into())],
+            ..Default::default()
+        };
         assert_eq!(loaded.search(&storage, &q).await.unwrap().len(), 50);
-        let q = SearchQuery { attributes: vec![("s".into(), "nope".into())], ..Default::default() };
+        let q = SearchQuery {
+            attributes: vec![("s".into(), "nope".into())],
+            ..Default::default()
+        };
         assert!(loaded.search(&storage, &q).await.unwrap().is_empty());
-        let q = SearchQuery { service: Some("other".into()), ..Default::default() };
+        let q = SearchQuery {
+            service: Some("other".into()),
+            ..Default::default()
+        };
         assert!(!loaded.may_match(&q));
     }
 }

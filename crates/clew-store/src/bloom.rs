@@ -23,7 +23,11 @@ pub struct BloomError(&'static str);
 impl Bloom {
     pub fn with_capacity(items: usize) -> Self {
         let bits = (items.max(64) * BITS_PER_ITEM).next_multiple_of(64) as u64;
-        Self { probes: PROBES, bits, words: vec![0; (bits / 64) as usize] }
+        Self {
+            probes: PROBES,
+            bits,
+            words: vec![0; (bits / 64) as usize],
+        }
     }
 
     /// Double hashing from one 64-bit mix of the whole id, so ids sharing a half still spread.
@@ -41,7 +45,8 @@ impl Bloom {
     }
 
     pub fn may_contain(&self, id: &TraceId) -> bool {
-        self.positions(id).all(|p| self.words[(p / 64) as usize] & (1 << (p % 64)) != 0)
+        self.positions(id)
+            .all(|p| self.words[(p / 64) as usize] & (1 << (p % 64)) != 0)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -68,8 +73,15 @@ impl Bloom {
         if probes == 0 || bits == 0 || bits % 64 != 0 || (b.len() - 14) as u64 != bits / 8 {
             return Err(BloomError("size does not match header"));
         }
-        let words = b[14..].chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect();
-        Ok(Self { probes, bits, words })
+        let words = b[14..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        Ok(Self {
+            probes,
+            bits,
+            words,
+        })
     }
 
     pub fn memory_bytes(&self) -> usize {

@@ -5,9 +5,12 @@ use clew_model::Tenant;
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// service → (operation name, span kind).
+type ServiceOps = BTreeMap<String, BTreeSet<(String, i32)>>;
+
 #[derive(Default)]
 pub struct Catalog {
-    tenants: RwLock<HashMap<Tenant, BTreeMap<String, BTreeSet<(String, i32)>>>>,
+    tenants: RwLock<HashMap<Tenant, ServiceOps>>,
 }
 
 impl Catalog {
@@ -26,18 +29,28 @@ impl Catalog {
     }
 
     pub fn services(&self, tenant: &Tenant) -> Vec<String> {
-        self.tenants.read().get(tenant).map(|s| s.keys().cloned().collect()).unwrap_or_default()
+        self.tenants
+            .read()
+            .get(tenant)
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn operations(&self, tenant: &Tenant, service: Option<&str>) -> Vec<Operation> {
         let guard = self.tenants.read();
-        let Some(services) = guard.get(tenant) else { return Vec::new() };
+        let Some(services) = guard.get(tenant) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for (svc, ops) in services {
             if service.is_some_and(|s| s != svc) {
                 continue;
             }
-            out.extend(ops.iter().map(|(name, kind)| Operation { service: svc.clone(), name: name.clone(), span_kind: *kind }));
+            out.extend(ops.iter().map(|(name, kind)| Operation {
+                service: svc.clone(),
+                name: name.clone(),
+                span_kind: *kind,
+            }));
         }
         out.sort();
         out

@@ -25,7 +25,10 @@ impl TenantHead {
     fn push(&mut self, span: FlatSpan) {
         // Validated upstream; a span with a bad id is still kept in the list, just not indexed.
         if let Ok(id) = TraceId::from_bytes(&span.span.trace_id) {
-            self.by_trace.entry(id).or_default().push(self.spans.len() as u32);
+            self.by_trace
+                .entry(id)
+                .or_default()
+                .push(self.spans.len() as u32);
         }
         self.spans.push(span);
     }
@@ -39,7 +42,11 @@ pub struct HeadGen {
 
 impl Default for HeadGen {
     fn default() -> Self {
-        Self { tenants: HashMap::new(), created: Instant::now(), span_count: 0 }
+        Self {
+            tenants: HashMap::new(),
+            created: Instant::now(),
+            span_count: 0,
+        }
     }
 }
 
@@ -53,7 +60,9 @@ impl HeadGen {
     }
 
     fn search_into(&self, tenant: &Tenant, q: &SearchQuery, hits: &mut HashMap<TraceId, u64>) {
-        let Some(th) = self.tenants.get(tenant) else { return };
+        let Some(th) = self.tenants.get(tenant) else {
+            return;
+        };
         for s in &th.spans {
             if matcher::matches(q, &FlatView(s)) {
                 if let Ok(id) = TraceId::from_bytes(&s.span.trace_id) {
@@ -103,16 +112,28 @@ pub struct Head {
 
 impl Head {
     pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self { active: RwLock::new(HeadGen::default()), sealed: RwLock::default(), catalog, total_spans: AtomicUsize::new(0) }
+        Self {
+            active: RwLock::new(HeadGen::default()),
+            sealed: RwLock::default(),
+            catalog,
+            total_spans: AtomicUsize::new(0),
+        }
     }
 
     /// Adds durable batches. Called by the WAL thread after fsync, and by replay.
     pub fn insert(&self, batches: Vec<SpanBatch>) {
         // Flatten outside the lock; only the pushes hold it.
-        let flat: Vec<(Tenant, Vec<FlatSpan>)> =
-            batches.into_iter().map(|b| (b.tenant, flatten(b.resource_spans))).collect();
+        let flat: Vec<(Tenant, Vec<FlatSpan>)> = batches
+            .into_iter()
+            .map(|b| (b.tenant, flatten(b.resource_spans)))
+            .collect();
         for (tenant, spans) in &flat {
-            self.catalog.add(tenant, spans.iter().map(|s| (s.service_name(), s.span.name.as_str(), s.span.kind)));
+            self.catalog.add(
+                tenant,
+                spans
+                    .iter()
+                    .map(|s| (s.service_name(), s.span.name.as_str(), s.span.kind)),
+            );
         }
         let mut added = 0;
         let mut active = self.active.write();
@@ -137,7 +158,8 @@ impl Head {
     /// Forgets a sealed generation once its blocks are registered.
     pub fn release(&self, gen: &Arc<HeadGen>) {
         self.sealed.write().retain(|g| !Arc::ptr_eq(g, gen));
-        self.total_spans.fetch_sub(gen.span_count, Ordering::Relaxed);
+        self.total_spans
+            .fetch_sub(gen.span_count, Ordering::Relaxed);
     }
 
     pub fn span_count(&self) -> usize {
@@ -168,7 +190,12 @@ impl Head {
         for g in self.sealed.read().iter() {
             g.search_into(tenant, q, &mut hits);
         }
-        hits.into_iter().map(|(trace_id, start_unix_nano)| TraceHit { trace_id, start_unix_nano }).collect()
+        hits.into_iter()
+            .map(|(trace_id, start_unix_nano)| TraceHit {
+                trace_id,
+                start_unix_nano,
+            })
+            .collect()
     }
 
     /// Visits every head span of a tenant.

@@ -17,7 +17,10 @@ pub use store::{CompactionConfig, OpenReport, Store, StoreConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("I/O error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
     #[error("parquet: {0}")]

@@ -60,7 +60,9 @@ pub fn matches_fields(q: &SearchQuery, v: &impl SpanView) -> bool {
         return false;
     }
     let duration = v.end_unix_nano().saturating_sub(start);
-    if q.min_duration_nanos.is_some_and(|d| duration < d) || q.max_duration_nanos.is_some_and(|d| duration > d) {
+    if q.min_duration_nanos.is_some_and(|d| duration < d)
+        || q.max_duration_nanos.is_some_and(|d| duration > d)
+    {
         return false;
     }
     true
@@ -69,6 +71,8 @@ pub fn matches_fields(q: &SearchQuery, v: &impl SpanView) -> bool {
 pub fn matches(q: &SearchQuery, v: &impl SpanView) -> bool {
     matches_fields(q, v)
         && q.attributes.iter().all(|(k, want)| {
-            pseudo_tag(v, k).or_else(|| v.attr_text(k)).is_some_and(|got| &got == want)
+            pseudo_tag(v, k)
+                .or_else(|| v.attr_text(k))
+                .is_some_and(|got| &got == want)
         })
 }

@@ -56,19 +56,67 @@ impl Default for StoreMetrics {
 impl StoreMetrics {
     pub fn register(&self, r: &mut Registry) {
         let m = &self.0;
-        r.register("clew_wal_fsync_seconds", "Latency of WAL group-commit write+fsync", m.fsync_seconds.clone());
-        r.register("clew_wal_written_bytes", "Bytes written to the WAL", m.wal_bytes_written.clone());
-        r.register("clew_wal_group_commit_requests", "Export requests per WAL group commit", m.wal_group_size.clone());
-        r.register("clew_store_spans_appended", "Spans made durable in the WAL", m.spans_appended.clone());
-        r.register("clew_head_spans", "Spans held in the in-memory head", m.head_spans.clone());
+        r.register(
+            "clew_wal_fsync_seconds",
+            "Latency of WAL group-commit write+fsync",
+            m.fsync_seconds.clone(),
+        );
+        r.register(
+            "clew_wal_written_bytes",
+            "Bytes written to the WAL",
+            m.wal_bytes_written.clone(),
+        );
+        r.register(
+            "clew_wal_group_commit_requests",
+            "Export requests per WAL group commit",
+            m.wal_group_size.clone(),
+        );
+        r.register(
+            "clew_store_spans_appended",
+            "Spans made durable in the WAL",
+            m.spans_appended.clone(),
+        );
+        r.register(
+            "clew_head_spans",
+            "Spans held in the in-memory head",
+            m.head_spans.clone(),
+        );
         r.register("clew_store_blocks", "Blocks per tenant", m.blocks.clone());
-        r.register("clew_store_block_bytes", "Bytes in blocks per tenant", m.block_bytes.clone());
-        r.register("clew_store_block_spans", "Spans in blocks per tenant", m.block_spans.clone());
-        r.register("clew_store_flushes", "Head flushes into blocks", m.flushes.clone());
-        r.register("clew_store_flush_failures", "Head flushes that failed (retried)", m.flush_failures.clone());
-        r.register("clew_compaction_runs", "Compactions completed", m.compactions.clone());
-        r.register("clew_compaction_failures", "Compactions that failed", m.compaction_failures.clone());
-        r.register("clew_compaction_duplicate_spans_removed", "Duplicate spans dropped by compaction", m.duplicates_removed.clone());
+        r.register(
+            "clew_store_block_bytes",
+            "Bytes in blocks per tenant",
+            m.block_bytes.clone(),
+        );
+        r.register(
+            "clew_store_block_spans",
+            "Spans in blocks per tenant",
+            m.block_spans.clone(),
+        );
+        r.register(
+            "clew_store_flushes",
+            "Head flushes into blocks",
+            m.flushes.clone(),
+        );
+        r.register(
+            "clew_store_flush_failures",
+            "Head flushes that failed (retried)",
+            m.flush_failures.clone(),
+        );
+        r.register(
+            "clew_compaction_runs",
+            "Compactions completed",
+            m.compactions.clone(),
+        );
+        r.register(
+            "clew_compaction_failures",
+            "Compactions that failed",
+            m.compaction_failures.clone(),
+        );
+        r.register(
+            "clew_compaction_duplicate_spans_removed",
+            "Duplicate spans dropped by compaction",
+            m.duplicates_removed.clone(),
+        );
     }
 
     pub fn observe_fsync(&self, took: Duration, bytes: usize, requests: usize) {
@@ -78,7 +126,12 @@ impl StoreMetrics {
     }
 
     pub fn spans_appended(&self, tenant: &str, n: u64) {
-        self.0.spans_appended.get_or_create(&TenantLabel { tenant: tenant.to_string() }).inc_by(n);
+        self.0
+            .spans_appended
+            .get_or_create(&TenantLabel {
+                tenant: tenant.to_string(),
+            })
+            .inc_by(n);
     }
 
     pub fn set_head_spans(&self, n: usize) {
@@ -86,14 +139,20 @@ impl StoreMetrics {
     }
 
     pub fn set_tenant_blocks(&self, tenant: &str, blocks: usize, bytes: u64, spans: u64) {
-        let l = TenantLabel { tenant: tenant.to_string() };
+        let l = TenantLabel {
+            tenant: tenant.to_string(),
+        };
         self.0.blocks.get_or_create(&l).set(blocks as i64);
         self.0.block_bytes.get_or_create(&l).set(bytes as i64);
         self.0.block_spans.get_or_create(&l).set(spans as i64);
     }
 
     pub fn flushed(&self, ok: bool) {
-        if ok { self.0.flushes.inc() } else { self.0.flush_failures.inc() };
+        if ok {
+            self.0.flushes.inc()
+        } else {
+            self.0.flush_failures.inc()
+        };
     }
 
     pub fn compacted(&self, ok: bool, duplicates: u64) {

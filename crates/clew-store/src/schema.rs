@@ -9,12 +9,12 @@
 //! stores each once per row group. Events and links are one protobuf-encoded binary per span.
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
-    StringBuilder, StructBuilder, UInt32Builder,
+    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Float64Builder, Int32Builder,
+    Int64Builder, ListBuilder, StringBuilder, StructBuilder, UInt32Builder,
 };
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int32Array, Int64Array, ListArray,
-    RecordBatch, StringArray, StructArray, UInt32Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int32Array,
+    Int64Array, ListArray, RecordBatch, StringArray, StructArray, UInt32Array,
 };
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef};
 use clew_model::otlp::common::{any_value::Value, AnyValue, InstrumentationScope, KeyValue};
@@ -57,16 +57,28 @@ pub enum DedicatedType {
 
 /// Semantic-convention attributes with their own column: (attribute key, column name, type).
 pub const DEDICATED: &[(&str, &str, DedicatedType)] = &[
-    ("http.request.method", "http_request_method", DedicatedType::Str),
+    (
+        "http.request.method",
+        "http_request_method",
+        DedicatedType::Str,
+    ),
     ("http.route", "http_route", DedicatedType::Str),
-    ("http.response.status_code", "http_response_status_code", DedicatedType::Int),
+    (
+        "http.response.status_code",
+        "http_response_status_code",
+        DedicatedType::Int,
+    ),
     ("url.full", "url_full", DedicatedType::Str),
     ("server.address", "server_address", DedicatedType::Str),
     ("peer.service", "peer_service", DedicatedType::Str),
     ("db.system", "db_system", DedicatedType::Str),
     ("db.system.name", "db_system_name", DedicatedType::Str),
     ("rpc.method", "rpc_method", DedicatedType::Str),
-    ("messaging.destination.name", "messaging_destination_name", DedicatedType::Str),
+    (
+        "messaging.destination.name",
+        "messaging_destination_name",
+        DedicatedType::Str,
+    ),
 ];
 
 pub fn dedicated_index(key: &str) -> Option<usize> {
@@ -116,7 +128,11 @@ pub fn schema() -> SchemaRef {
                 fields.push(Field::new(*name, dt, true));
             }
             let item = Field::new("item", DataType::Struct(attr_struct_fields()), false);
-            fields.push(Field::new(col::ATTRIBUTES, DataType::List(Arc::new(item)), false));
+            fields.push(Field::new(
+                col::ATTRIBUTES,
+                DataType::List(Arc::new(item)),
+                false,
+            ));
             fields.push(Field::new(col::DROPPED_ATTRIBUTES, DataType::UInt32, false));
             fields.push(Field::new(col::EVENTS_LINKS, DataType::Binary, true));
             Arc::new(Schema::new(fields))
@@ -145,8 +161,10 @@ pub fn to_record_batch(spans: &[&FlatSpan]) -> Result<RecordBatch, ArrowError> {
     let mut scope_schema = StringBuilder::new();
     let mut ded_str: Vec<StringBuilder> = DEDICATED.iter().map(|_| StringBuilder::new()).collect();
     let mut ded_int: Vec<Int64Builder> = DEDICATED.iter().map(|_| Int64Builder::new()).collect();
-    let mut attrs = ListBuilder::new(StructBuilder::from_fields(attr_struct_fields(), 0))
-        .with_field(Arc::new(Field::new("item", DataType::Struct(attr_struct_fields()), false)));
+    let mut attrs =
+        ListBuilder::new(StructBuilder::from_fields(attr_struct_fields(), 0)).with_field(Arc::new(
+            Field::new("item", DataType::Struct(attr_struct_fields()), false),
+        ));
     let mut dropped_attrs = UInt32Builder::with_capacity(n);
     let mut events_links = BinaryBuilder::new();
 
@@ -174,10 +192,14 @@ pub fn to_record_batch(spans: &[&FlatSpan]) -> Result<RecordBatch, ArrowError> {
         status_code.append_value(st.code);
         status_message.append_value(&st.message);
         service.append_value(fs.service_name());
-        let r = resource_cache.entry(Arc::as_ptr(&fs.resource)).or_insert_with(|| fs.resource.encode_to_vec());
+        let r = resource_cache
+            .entry(Arc::as_ptr(&fs.resource))
+            .or_insert_with(|| fs.resource.encode_to_vec());
         resource.append_value(r);
         resource_schema.append_value(&*fs.resource_schema_url);
-        let sc = scope_cache.entry(Arc::as_ptr(&fs.scope)).or_insert_with(|| fs.scope.encode_to_vec());
+        let sc = scope_cache
+            .entry(Arc::as_ptr(&fs.scope))
+            .or_insert_with(|| fs.scope.encode_to_vec());
         scope.append_value(sc);
         scope_schema.append_value(&*fs.scope_schema_url);
 
@@ -186,11 +208,11 @@ pub fn to_record_batch(spans: &[&FlatSpan]) -> Result<RecordBatch, ArrowError> {
         for kv in &s.attributes {
             let value = kv.value.as_ref();
             if let Some(i) = dedicated_index(&kv.key) {
-                let fits = match (DEDICATED[i].2, value.and_then(|v| v.value.as_ref())) {
-                    (DedicatedType::Str, Some(Value::StringValue(_))) => true,
-                    (DedicatedType::Int, Some(Value::IntValue(_))) => true,
-                    _ => false,
-                };
+                let fits = matches!(
+                    (DEDICATED[i].2, value.and_then(|v| v.value.as_ref())),
+                    (DedicatedType::Str, Some(Value::StringValue(_)))
+                        | (DedicatedType::Int, Some(Value::IntValue(_)))
+                );
                 if fits && dedicated_slot[i].is_none() {
                     dedicated_slot[i] = value;
                     continue;
@@ -218,7 +240,11 @@ pub fn to_record_batch(spans: &[&FlatSpan]) -> Result<RecordBatch, ArrowError> {
             }
         }
         dropped_attrs.append_value(s.dropped_attributes_count);
-        if s.events.is_empty() && s.links.is_empty() && s.dropped_events_count == 0 && s.dropped_links_count == 0 {
+        if s.events.is_empty()
+            && s.links.is_empty()
+            && s.dropped_events_count == 0
+            && s.dropped_links_count == 0
+        {
             events_links.append_null();
         } else {
             let holder = Span {
@@ -266,7 +292,8 @@ fn append_generic_attr(sb: &mut StructBuilder, kv: &KeyValue) {
     let v = kv.value.as_ref().and_then(|v| v.value.as_ref());
     macro_rules! field {
         ($i:expr, $t:ty) => {
-            sb.field_builder::<$t>($i).expect("attribute struct field types are fixed by attr_struct_fields")
+            sb.field_builder::<$t>($i)
+                .expect("attribute struct field types are fixed by attr_struct_fields")
         };
     }
     field!(0, StringBuilder).append_value(&kv.key);
@@ -291,7 +318,9 @@ fn append_generic_attr(sb: &mut StructBuilder, kv: &KeyValue) {
         _ => field!(5, BinaryBuilder).append_null(),
     }
     match v {
-        Some(Value::ArrayValue(_)) | Some(Value::KvlistValue(_)) | Some(Value::StringValueStrindex(_)) => {
+        Some(Value::ArrayValue(_))
+        | Some(Value::KvlistValue(_))
+        | Some(Value::StringValueStrindex(_)) => {
             let any = kv.value.clone().unwrap_or_default();
             field!(6, BinaryBuilder).append_value(any.encode_to_vec())
         }
@@ -306,11 +335,15 @@ pub struct Columns<'a> {
 }
 
 fn downcast<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Option<&'a T> {
-    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>())
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
 }
 
 fn missing(name: &str) -> ArrowError {
-    ArrowError::SchemaError(format!("block column {name:?} missing or of the wrong type"))
+    ArrowError::SchemaError(format!(
+        "block column {name:?} missing or of the wrong type"
+    ))
 }
 
 impl<'a> Columns<'a> {
@@ -354,10 +387,17 @@ pub struct AttrList<'a> {
 
 impl<'a> AttrList<'a> {
     pub fn new(list: &'a ListArray) -> Result<Self, ArrowError> {
-        let st = list.values().as_any().downcast_ref::<StructArray>().ok_or_else(|| missing(col::ATTRIBUTES))?;
+        let st = list
+            .values()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .ok_or_else(|| missing(col::ATTRIBUTES))?;
         macro_rules! f {
             ($i:expr, $t:ty) => {
-                st.column($i).as_any().downcast_ref::<$t>().ok_or_else(|| missing(col::ATTRIBUTES))?
+                st.column($i)
+                    .as_any()
+                    .downcast_ref::<$t>()
+                    .ok_or_else(|| missing(col::ATTRIBUTES))?
             };
         }
         if st.num_columns() != 7 {
@@ -400,7 +440,9 @@ impl<'a> AttrList<'a> {
 
     /// Finds `key` in a row and renders it as text, without building the whole list.
     pub fn text_of(&self, row: usize, key: &str) -> Option<String> {
-        self.range(row).find(|&i| self.keys.value(i) == key).map(|i| clew_model::attrs::to_text(&self.value(i)))
+        self.range(row)
+            .find(|&i| self.keys.value(i) == key)
+            .map(|i| clew_model::attrs::to_text(&self.value(i)))
     }
 }
 
@@ -481,30 +523,49 @@ pub fn rows_to_spans(
     for row in rows {
         let mut attributes: Vec<KeyValue> = attrs
             .range(row)
-            .map(|i| KeyValue { key: attrs.keys.value(i).to_string(), value: Some(attrs.value(i)), ..Default::default() })
+            .map(|i| KeyValue {
+                key: attrs.keys.value(i).to_string(),
+                value: Some(attrs.value(i)),
+                ..Default::default()
+            })
             .collect();
         for (i, (key, _, _)) in DEDICATED.iter().enumerate() {
             let v = if let Some(a) = ded_str[i] {
-                a.is_valid(row).then(|| Value::StringValue(a.value(row).to_string()))
+                a.is_valid(row)
+                    .then(|| Value::StringValue(a.value(row).to_string()))
             } else if let Some(a) = ded_int[i] {
                 a.is_valid(row).then(|| Value::IntValue(a.value(row)))
             } else {
                 None
             };
             if let Some(v) = v {
-                attributes.push(KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(v) }), ..Default::default() });
+                attributes.push(KeyValue {
+                    key: key.to_string(),
+                    value: Some(AnyValue { value: Some(v) }),
+                    ..Default::default()
+                });
             }
         }
-        let extra = if events_links.is_valid(row) { Span::decode(events_links.value(row)).unwrap_or_default() } else { Span::default() };
+        let extra = if events_links.is_valid(row) {
+            Span::decode(events_links.value(row)).unwrap_or_default()
+        } else {
+            Span::default()
+        };
         let code = status_code.value(row);
         let message = status_message.value(row);
-        let status = (code != StatusCode::Unset as i32 || !message.is_empty())
-            .then(|| Status { code, message: message.to_string() });
+        let status = (code != StatusCode::Unset as i32 || !message.is_empty()).then(|| Status {
+            code,
+            message: message.to_string(),
+        });
         let span = Span {
             trace_id: trace_id.value(row).to_vec(),
             span_id: span_id.value(row).to_vec(),
             trace_state: trace_state.value(row).to_string(),
-            parent_span_id: if parent.is_valid(row) { parent.value(row).to_vec() } else { Vec::new() },
+            parent_span_id: if parent.is_valid(row) {
+                parent.value(row).to_vec()
+            } else {
+                Vec::new()
+            },
             flags: flags.value(row),
             name: name.value(row).to_string(),
             kind: kind.value(row),
@@ -539,11 +600,18 @@ pub(crate) mod tests {
     /// A span using every field and every attribute type.
     pub fn rich_span(trace: u8, span: u8, parent: Option<u8>) -> FlatSpan {
         let resource = Arc::new(Resource {
-            attributes: vec![kv_str("service.name", "checkout"), kv_str("host.name", "h1")],
+            attributes: vec![
+                kv_str("service.name", "checkout"),
+                kv_str("host.name", "h1"),
+            ],
             dropped_attributes_count: 1,
             ..Default::default()
         });
-        let scope = Arc::new(InstrumentationScope { name: "lib".into(), version: "1.2".into(), ..Default::default() });
+        let scope = Arc::new(InstrumentationScope {
+            name: "lib".into(),
+            version: "1.2".into(),
+            ..Default::default()
+        });
         FlatSpan {
             resource,
             resource_schema_url: Arc::from("https://opentelemetry.io/schemas/1.26.0"),
@@ -568,15 +636,40 @@ pub(crate) mod tests {
                     kv("b", Value::BoolValue(true)),
                     kv("d", Value::DoubleValue(2.5)),
                     kv("by", Value::BytesValue(vec![0, 1, 255])),
-                    kv("arr", Value::ArrayValue(ArrayValue { values: vec![clew_model::attrs::string_value("x")] })),
-                    kv("map", Value::KvlistValue(KeyValueList { values: vec![kv_int("k", 1)] })),
+                    kv(
+                        "arr",
+                        Value::ArrayValue(ArrayValue {
+                            values: vec![clew_model::attrs::string_value("x")],
+                        }),
+                    ),
+                    kv(
+                        "map",
+                        Value::KvlistValue(KeyValueList {
+                            values: vec![kv_int("k", 1)],
+                        }),
+                    ),
                 ],
                 dropped_attributes_count: 3,
-                events: vec![Event { time_unix_nano: 5, name: "exception".into(), attributes: vec![kv_str("exception.type", "E")], dropped_attributes_count: 0 }],
+                events: vec![Event {
+                    time_unix_nano: 5,
+                    name: "exception".into(),
+                    attributes: vec![kv_str("exception.type", "E")],
+                    dropped_attributes_count: 0,
+                }],
                 dropped_events_count: 1,
-                links: vec![Link { trace_id: vec![9; 16], span_id: vec![8; 8], trace_state: "a=b".into(), attributes: vec![], dropped_attributes_count: 0, flags: 1 }],
+                links: vec![Link {
+                    trace_id: vec![9; 16],
+                    span_id: vec![8; 8],
+                    trace_state: "a=b".into(),
+                    attributes: vec![],
+                    dropped_attributes_count: 0,
+                    flags: 1,
+                }],
                 dropped_links_count: 2,
-                status: Some(Status { code: 2, message: "boom".into() }),
+                status: Some(Status {
+                    code: 2,
+                    message: "boom".into(),
+                }),
             },
         }
     }

@@ -19,14 +19,23 @@ pub struct Storage {
 
 impl Storage {
     pub fn local(root: PathBuf) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&root).map_err(|source| StoreError::Io { path: root.display().to_string(), source })?;
+        std::fs::create_dir_all(&root).map_err(|source| StoreError::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
         let os = LocalFileSystem::new_with_prefix(&root)?;
-        Ok(Self { os: Arc::new(os), local_root: Some(root) })
+        Ok(Self {
+            os: Arc::new(os),
+            local_root: Some(root),
+        })
     }
 
     /// Any other backend (S3-compatible and friends), configured by the caller.
     pub fn remote(os: Arc<dyn ObjectStore>) -> Self {
-        Self { os, local_root: None }
+        Self {
+            os,
+            local_root: None,
+        }
     }
 
     pub async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<(), StoreError> {
@@ -34,10 +43,16 @@ impl Storage {
         if let Some(root) = &self.local_root {
             let file = root.join(path.as_ref());
             let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-            let dir = file.parent().map(|d| d.to_path_buf()).unwrap_or_else(|| root.clone());
+            let dir = file
+                .parent()
+                .map(|d| d.to_path_buf())
+                .unwrap_or_else(|| root.clone());
             sync(&file)
                 .and_then(|_| sync(&dir))
-                .map_err(|source| StoreError::Io { path: file.display().to_string(), source })?;
+                .map_err(|source| StoreError::Io {
+                    path: file.display().to_string(),
+                    source,
+                })?;
         }
         Ok(())
     }

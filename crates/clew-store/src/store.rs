@@ -45,7 +45,12 @@ pub struct CompactionConfig {
 
 impl Default for CompactionConfig {
     fn default() -> Self {
-        Self { enabled: true, interval: Duration::from_secs(30), min_blocks: 4, max_block_spans: 5_000_000 }
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            min_blocks: 4,
+            max_block_spans: 5_000_000,
+        }
     }
 }
 
@@ -94,14 +99,20 @@ pub struct OpenReport {
 fn sink_error(e: StoreError) -> SinkError {
     match e {
         StoreError::ShuttingDown => SinkError::ShuttingDown,
-        StoreError::Overloaded(reason) => SinkError::Overloaded { retry_after: Duration::from_secs(1), reason },
+        StoreError::Overloaded(reason) => SinkError::Overloaded {
+            retry_after: Duration::from_secs(1),
+            reason,
+        },
         other => SinkError::Internal(other.to_string()),
     }
 }
 
 impl Store {
     /// Opens the store on the local filesystem (`data_dir/blocks`).
-    pub async fn open(cfg: StoreConfig, metrics: StoreMetrics) -> Result<(Self, OpenReport), StoreError> {
+    pub async fn open(
+        cfg: StoreConfig,
+        metrics: StoreMetrics,
+    ) -> Result<(Self, OpenReport), StoreError> {
         let storage = Storage::local(cfg.data_dir.join("blocks"))?;
         Self::open_with_storage(cfg, storage, metrics).await
     }
@@ -120,7 +131,13 @@ impl Store {
                 tracing::warn!(block = %b.meta.block_id, tenant = %b.meta.tenant, "skipping block with invalid tenant");
                 continue;
             };
-            catalog.add(&tenant, b.meta.operations.iter().map(|o| (o.service.as_str(), o.name.as_str(), o.kind)));
+            catalog.add(
+                &tenant,
+                b.meta
+                    .operations
+                    .iter()
+                    .map(|o| (o.service.as_str(), o.name.as_str(), o.kind)),
+            );
             by_tenant.entry(tenant).or_default().push(Arc::new(b));
         }
         report.blocks = by_tenant.values().map(Vec::len).sum();
@@ -204,9 +221,13 @@ impl Store {
             result?;
             let sealed = pending.remove(0);
             self.inner.head.release(&sealed.generation);
-            self.inner.wal.delete_segments_below(sealed.first_live_segment)?;
+            self.inner
+                .wal
+                .delete_segments_below(sealed.first_live_segment)?;
         }
-        self.inner.metrics.set_head_spans(self.inner.head.span_count());
+        self.inner
+            .metrics
+            .set_head_spans(self.inner.head.span_count());
         self.refresh_block_metrics();
         Ok(())
     }
@@ -215,13 +236,27 @@ impl Store {
         for (tenant, th) in &sealed.generation.tenants {
             let mut by_day: BTreeMap<String, Vec<&FlatSpan>> = BTreeMap::new();
             for s in &th.spans {
-                by_day.entry(block::day_of(s.span.start_time_unix_nano)).or_default().push(s);
+                by_day
+                    .entry(block::day_of(s.span.start_time_unix_nano))
+                    .or_default()
+                    .push(s);
             }
             for spans in by_day.values() {
-                let b = block::write_block(&self.inner.storage, tenant, spans, self.inner.cfg.rows_per_row_group, vec![])
-                    .await?;
+                let b = block::write_block(
+                    &self.inner.storage,
+                    tenant,
+                    spans,
+                    self.inner.cfg.rows_per_row_group,
+                    vec![],
+                )
+                .await?;
                 tracing::debug!(tenant = %tenant, block = %b.meta.block_id, spans = b.meta.span_count, "block written");
-                self.inner.blocks.write().entry(tenant.clone()).or_default().push(Arc::new(b));
+                self.inner
+                    .blocks
+                    .write()
+                    .entry(tenant.clone())
+                    .or_default()
+                    .push(Arc::new(b));
             }
         }
         Ok(())
@@ -232,8 +267,13 @@ impl Store {
     pub async fn compact_once(&self) -> Result<usize, StoreError> {
         let _m = self.inner.maintenance.lock().await;
         let cfg = self.inner.cfg.compaction.clone();
-        let snapshot: Vec<(Tenant, Vec<BlockRef>)> =
-            self.inner.blocks.read().iter().map(|(t, b)| (t.clone(), b.clone())).collect();
+        let snapshot: Vec<(Tenant, Vec<BlockRef>)> = self
+            .inner
+            .blocks
+            .read()
+            .iter()
+            .map(|(t, b)| (t.clone(), b.clone()))
+            .collect();
         let mut written = 0;
         for (tenant, blocks) in snapshot {
             let mut by_day: BTreeMap<&str, Vec<&BlockRef>> = BTreeMap::new();
@@ -271,7 +311,11 @@ impl Store {
         let mut cache = crate::schema::DecodeCache::default();
         for b in chosen {
             b.scan(&self.inner.storage, None, None, |batch| {
-                spans.extend(crate::schema::rows_to_spans(batch, 0..batch.num_rows(), &mut cache)?);
+                spans.extend(crate::schema::rows_to_spans(
+                    batch,
+                    0..batch.num_rows(),
+                    &mut cache,
+                )?);
                 Ok(())
             })
             .await?;
@@ -281,8 +325,14 @@ impl Store {
         let unique: Vec<&FlatSpan> = spans.iter().filter(|s| seen.insert(dedup_key(s))).collect();
         let duplicates = (before - unique.len()) as u64;
         let ids: Vec<String> = chosen.iter().map(|b| b.meta.block_id.clone()).collect();
-        let merged = block::write_block(&self.inner.storage, tenant, &unique, self.inner.cfg.rows_per_row_group, ids.clone())
-            .await?;
+        let merged = block::write_block(
+            &self.inner.storage,
+            tenant,
+            &unique,
+            self.inner.cfg.rows_per_row_group,
+            ids.clone(),
+        )
+        .await?;
         tracing::info!(tenant = %tenant, merged = ids.len(), spans = merged.meta.span_count, duplicates, "compacted blocks");
         // Swap the index in one step: readers see either the old blocks or the new one.
         {
@@ -312,7 +362,9 @@ impl Store {
         for (tenant, blocks) in self.inner.blocks.read().iter() {
             let bytes = blocks.iter().map(|b| b.meta.size_bytes).sum();
             let spans = blocks.iter().map(|b| b.meta.span_count).sum();
-            self.inner.metrics.set_tenant_blocks(tenant.as_str(), blocks.len(), bytes, spans);
+            self.inner
+                .metrics
+                .set_tenant_blocks(tenant.as_str(), blocks.len(), bytes, spans);
         }
     }
 
@@ -323,7 +375,12 @@ impl Store {
     }
 
     pub fn blocks(&self, tenant: &Tenant) -> Vec<BlockRef> {
-        self.inner.blocks.read().get(tenant).cloned().unwrap_or_default()
+        self.inner
+            .blocks
+            .read()
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn head_span_count(&self) -> usize {
@@ -372,7 +429,10 @@ async fn load_blocks(storage: &Storage, report: &mut OpenReport) -> Result<Vec<B
         }
         blocks.push(Block::load(storage, &object_store::path::Path::from(dir.as_str())).await?);
     }
-    let replaced: HashSet<String> = blocks.iter().flat_map(|b| b.meta.compacted_from.iter().cloned()).collect();
+    let replaced: HashSet<String> = blocks
+        .iter()
+        .flat_map(|b| b.meta.compacted_from.iter().cloned())
+        .collect();
     let mut kept = Vec::new();
     for b in blocks {
         if replaced.contains(&b.meta.block_id) {
@@ -427,24 +487,45 @@ impl TraceReader for Store {
     }
 
     async fn search(&self, tenant: &Tenant, q: &SearchQuery) -> Result<Vec<TraceHit>, StoreError> {
-        let mut hits: HashMap<TraceId, u64> =
-            self.inner.head.search(tenant, q).into_iter().map(|h| (h.trace_id, h.start_unix_nano)).collect();
-        let blocks: Vec<BlockRef> = self.blocks(tenant).into_iter().filter(|b| b.may_match(q)).collect();
+        let mut hits: HashMap<TraceId, u64> = self
+            .inner
+            .head
+            .search(tenant, q)
+            .into_iter()
+            .map(|h| (h.trace_id, h.start_unix_nano))
+            .collect();
+        let blocks: Vec<BlockRef> = self
+            .blocks(tenant)
+            .into_iter()
+            .filter(|b| b.may_match(q))
+            .collect();
         let scans = blocks.into_iter().map(|b| {
             let storage = self.inner.storage.clone();
             let q = q.clone();
             async move { b.search(&storage, &q).await }
         });
-        let found: Vec<HashMap<TraceId, u64>> = stream::iter(scans).buffer_unordered(2).try_collect().await?;
+        let found: Vec<HashMap<TraceId, u64>> = stream::iter(scans)
+            .buffer_unordered(2)
+            .try_collect()
+            .await?;
         for m in found {
             for (id, t) in m {
                 let e = hits.entry(id).or_insert(0);
                 *e = (*e).max(t);
             }
         }
-        let mut out: Vec<TraceHit> =
-            hits.into_iter().map(|(trace_id, start_unix_nano)| TraceHit { trace_id, start_unix_nano }).collect();
-        out.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then(a.trace_id.cmp(&b.trace_id)));
+        let mut out: Vec<TraceHit> = hits
+            .into_iter()
+            .map(|(trace_id, start_unix_nano)| TraceHit {
+                trace_id,
+                start_unix_nano,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.start_unix_nano
+                .cmp(&a.start_unix_nano)
+                .then(a.trace_id.cmp(&b.trace_id))
+        });
         out.truncate(q.effective_limit());
         Ok(out)
     }
@@ -453,16 +534,28 @@ impl TraceReader for Store {
         Ok(self.inner.catalog.services(tenant))
     }
 
-    async fn operations(&self, tenant: &Tenant, service: Option<&str>) -> Result<Vec<Operation>, StoreError> {
+    async fn operations(
+        &self,
+        tenant: &Tenant,
+        service: Option<&str>,
+    ) -> Result<Vec<Operation>, StoreError> {
         Ok(self.inner.catalog.operations(tenant, service))
     }
 
-    async fn dependencies(&self, tenant: &Tenant, start: u64, end: u64) -> Result<Vec<DependencyLink>, StoreError> {
+    async fn dependencies(
+        &self,
+        tenant: &Tenant,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<DependencyLink>, StoreError> {
         // (trace, span) → service, and the parent of every span started in the window.
         let mut owner: HashMap<([u8; 16], [u8; 8]), String> = HashMap::new();
         let mut children: Vec<([u8; 16], [u8; 8], String)> = Vec::new();
         let mut note = |trace: &[u8], span: &[u8], parent: Option<&[u8]>, service: &str, t: u64| {
-            let (Ok(trace), Ok(span)) = (<[u8; 16]>::try_from(trace), <[u8; 8]>::try_from(span)) else { return };
+            let (Ok(trace), Ok(span)) = (<[u8; 16]>::try_from(trace), <[u8; 8]>::try_from(span))
+            else {
+                return;
+            };
             owner.insert((trace, span), service.to_string());
             if t >= start && t <= end {
                 if let Some(Ok(p)) = parent.map(<[u8; 8]>::try_from) {
@@ -471,21 +564,49 @@ impl TraceReader for Store {
             }
         };
         self.inner.head.for_each_span(tenant, |s| {
-            let parent = (!s.span.parent_span_id.is_empty()).then_some(s.span.parent_span_id.as_slice());
-            note(&s.span.trace_id, &s.span.span_id, parent, s.service_name(), s.span.start_time_unix_nano);
+            let parent =
+                (!s.span.parent_span_id.is_empty()).then_some(s.span.parent_span_id.as_slice());
+            note(
+                &s.span.trace_id,
+                &s.span.span_id,
+                parent,
+                s.service_name(),
+                s.span.start_time_unix_nano,
+            );
         });
-        let q = SearchQuery { start_unix_nano: Some(start), end_unix_nano: Some(end), ..Default::default() };
+        let q = SearchQuery {
+            start_unix_nano: Some(start),
+            end_unix_nano: Some(end),
+            ..Default::default()
+        };
         for b in self.blocks(tenant).into_iter().filter(|b| b.may_match(&q)) {
             use crate::schema::{col, Columns};
             use arrow_array::Array;
-            let cols = [col::TRACE_ID, col::SPAN_ID, col::PARENT_SPAN_ID, col::SERVICE_NAME, col::START];
+            let cols = [
+                col::TRACE_ID,
+                col::SPAN_ID,
+                col::PARENT_SPAN_ID,
+                col::SERVICE_NAME,
+                col::START,
+            ];
             b.scan(&self.inner.storage, None, Some(&cols), |batch| {
                 let c = Columns::new(batch);
-                let (tr, sp, pa, sv, st) =
-                    (c.fsb(col::TRACE_ID)?, c.fsb(col::SPAN_ID)?, c.fsb(col::PARENT_SPAN_ID)?, c.str(col::SERVICE_NAME)?, c.i64(col::START)?);
+                let (tr, sp, pa, sv, st) = (
+                    c.fsb(col::TRACE_ID)?,
+                    c.fsb(col::SPAN_ID)?,
+                    c.fsb(col::PARENT_SPAN_ID)?,
+                    c.str(col::SERVICE_NAME)?,
+                    c.i64(col::START)?,
+                );
                 for r in 0..batch.num_rows() {
                     let parent = pa.is_valid(r).then(|| pa.value(r));
-                    note(tr.value(r), sp.value(r), parent, sv.value(r), st.value(r) as u64);
+                    note(
+                        tr.value(r),
+                        sp.value(r),
+                        parent,
+                        sv.value(r),
+                        st.value(r) as u64,
+                    );
                 }
                 Ok(())
             })
@@ -495,10 +616,19 @@ impl TraceReader for Store {
         for (trace, parent, child_service) in children {
             if let Some(parent_service) = owner.get(&(trace, parent)) {
                 if parent_service != &child_service {
-                    *counts.entry((parent_service.clone(), child_service)).or_default() += 1;
+                    *counts
+                        .entry((parent_service.clone(), child_service))
+                        .or_default() += 1;
                 }
             }
         }
-        Ok(counts.into_iter().map(|((parent, child), call_count)| DependencyLink { parent, child, call_count }).collect())
+        Ok(counts
+            .into_iter()
+            .map(|((parent, child), call_count)| DependencyLink {
+                parent,
+                child,
+                call_count,
+            })
+            .collect())
     }
 }

@@ -28,15 +28,24 @@ fn batch(tenant: &str, trace: u8, service: &str, spans: u8) -> SpanBatch {
             kind: if i == 1 { 2 } else { 3 },
             start_time_unix_nano: now + i as u64 * 1000 + trace as u64 * 1_000_000,
             end_time_unix_nano: now + 5_000_000 + trace as u64 * 1_000_000,
-            attributes: vec![kv_str("http.route", format!("/r{trace}")), kv_int("n", i as i64)],
+            attributes: vec![
+                kv_str("http.route", format!("/r{trace}")),
+                kv_int("n", i as i64),
+            ],
             ..Default::default()
         })
         .collect();
     SpanBatch::new(
         Tenant::new(tenant).unwrap(),
         vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv_str("service.name", service)], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             schema_url: String::new(),
         }],
     )
@@ -49,10 +58,15 @@ fn t(name: &str) -> Tenant {
 #[tokio::test]
 async fn read_your_writes_then_blocks_then_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default()).await.unwrap();
+    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default())
+        .await
+        .unwrap();
     store.consume(batch("a", 7, "cart", 3)).await.unwrap();
     // Visible the moment the append returns.
-    assert_eq!(store.trace(&t("a"), TraceId([7; 16])).await.unwrap().len(), 3);
+    assert_eq!(
+        store.trace(&t("a"), TraceId([7; 16])).await.unwrap().len(),
+        3
+    );
     assert_eq!(store.services(&t("a")).await.unwrap(), vec!["cart"]);
 
     store.flush().await.unwrap();
@@ -62,49 +76,86 @@ async fn read_your_writes_then_blocks_then_reopen() {
     assert_eq!(spans.len(), 3);
     assert_eq!(spans[0].service_name(), "cart");
     let wal_files = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
-    assert_eq!(wal_files, 1, "flushed segments are deleted, one live segment remains");
+    assert_eq!(
+        wal_files, 1,
+        "flushed segments are deleted, one live segment remains"
+    );
     store.shutdown().await.unwrap();
     drop(store);
 
-    let (store, report) = Store::open(cfg(dir.path()), StoreMetrics::default()).await.unwrap();
+    let (store, report) = Store::open(cfg(dir.path()), StoreMetrics::default())
+        .await
+        .unwrap();
     assert_eq!(report.blocks, 1);
-    assert_eq!(store.trace(&t("a"), TraceId([7; 16])).await.unwrap().len(), 3);
-    assert_eq!(store.operations(&t("a"), Some("cart")).await.unwrap().len(), 3);
+    assert_eq!(
+        store.trace(&t("a"), TraceId([7; 16])).await.unwrap().len(),
+        3
+    );
+    assert_eq!(
+        store.operations(&t("a"), Some("cart")).await.unwrap().len(),
+        3
+    );
 }
 
 #[tokio::test]
 async fn wal_replay_truncates_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default()).await.unwrap();
+        let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default())
+            .await
+            .unwrap();
         store.consume(batch("a", 1, "s", 2)).await.unwrap();
         store.consume(batch("a", 2, "s", 2)).await.unwrap();
         // No shutdown: the spans exist only in the WAL, as after kill -9.
     }
     let wal = dir.path().join("wal");
-    let seg = std::fs::read_dir(&wal).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let seg = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
     let good_len = std::fs::metadata(&seg).unwrap().len();
     // A torn record: a header promising more bytes than follow.
-    std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9])
+        .unwrap();
 
-    let (store, report) = Store::open(cfg(dir.path()), StoreMetrics::default()).await.unwrap();
+    let (store, report) = Store::open(cfg(dir.path()), StoreMetrics::default())
+        .await
+        .unwrap();
     assert_eq!(report.replay.records, 2);
     assert_eq!(report.replay.spans, 4);
     assert_eq!(report.replay.truncated_bytes, 10);
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
-    assert_eq!(store.trace(&t("a"), TraceId([1; 16])).await.unwrap().len(), 2);
-    assert_eq!(store.trace(&t("a"), TraceId([2; 16])).await.unwrap().len(), 2);
+    assert_eq!(
+        store.trace(&t("a"), TraceId([1; 16])).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        store.trace(&t("a"), TraceId([2; 16])).await.unwrap().len(),
+        2
+    );
     // New appends after recovery are durable too.
     store.consume(batch("a", 3, "s", 1)).await.unwrap();
     drop(store);
-    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default()).await.unwrap();
-    assert_eq!(store.trace(&t("a"), TraceId([3; 16])).await.unwrap().len(), 1);
+    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.trace(&t("a"), TraceId([3; 16])).await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn compaction_merges_blocks_and_removes_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default()).await.unwrap();
+    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default())
+        .await
+        .unwrap();
     // The same batch twice, as an OTLP client retrying after a lost response would send it.
     for _ in 0..2 {
         store.consume(batch("a", 5, "s", 4)).await.unwrap();
@@ -112,16 +163,25 @@ async fn compaction_merges_blocks_and_removes_duplicates() {
         store.flush().await.unwrap();
     }
     assert_eq!(store.blocks(&t("a")).len(), 2);
-    assert_eq!(store.trace(&t("a"), TraceId([5; 16])).await.unwrap().len(), 4, "reads dedupe too");
+    assert_eq!(
+        store.trace(&t("a"), TraceId([5; 16])).await.unwrap().len(),
+        4,
+        "reads dedupe too"
+    );
     assert_eq!(store.compact_once().await.unwrap(), 1);
     let blocks = store.blocks(&t("a"));
     assert_eq!(blocks.len(), 1);
     assert_eq!(blocks[0].meta.span_count, 8);
     assert_eq!(blocks[0].meta.compacted_from.len(), 2);
-    assert_eq!(store.trace(&t("a"), TraceId([6; 16])).await.unwrap().len(), 4);
+    assert_eq!(
+        store.trace(&t("a"), TraceId([6; 16])).await.unwrap().len(),
+        4
+    );
     // A restart before the delayed deletion removes the replaced blocks.
     drop(store);
-    let (store, report) = Store::open(cfg(dir.path()), StoreMetrics::default()).await.unwrap();
+    let (store, report) = Store::open(cfg(dir.path()), StoreMetrics::default())
+        .await
+        .unwrap();
     assert_eq!(report.removed_compacted_blocks, 2);
     assert_eq!(store.blocks(&t("a")).len(), 1);
 }
@@ -129,30 +189,63 @@ async fn compaction_merges_blocks_and_removes_duplicates() {
 #[tokio::test]
 async fn search_spans_head_and_blocks_and_respects_tenants() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default()).await.unwrap();
+    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default())
+        .await
+        .unwrap();
     store.consume(batch("a", 1, "cart", 2)).await.unwrap();
     store.flush().await.unwrap();
     store.consume(batch("a", 2, "cart", 2)).await.unwrap();
     store.consume(batch("b", 3, "cart", 2)).await.unwrap();
 
-    let q = SearchQuery { service: Some("cart".into()), ..Default::default() };
+    let q = SearchQuery {
+        service: Some("cart".into()),
+        ..Default::default()
+    };
     let hits = store.search(&t("a"), &q).await.unwrap();
-    assert_eq!(hits.iter().map(|h| h.trace_id).collect::<Vec<_>>(), vec![TraceId([2; 16]), TraceId([1; 16])], "newest first");
-    assert_eq!(store.search(&t("b"), &q).await.unwrap().len(), 1, "tenant b sees only its trace");
-    assert!(store.trace(&t("b"), TraceId([1; 16])).await.unwrap().is_empty());
+    assert_eq!(
+        hits.iter().map(|h| h.trace_id).collect::<Vec<_>>(),
+        vec![TraceId([2; 16]), TraceId([1; 16])],
+        "newest first"
+    );
+    assert_eq!(
+        store.search(&t("b"), &q).await.unwrap().len(),
+        1,
+        "tenant b sees only its trace"
+    );
+    assert!(store
+        .trace(&t("b"), TraceId([1; 16]))
+        .await
+        .unwrap()
+        .is_empty());
 
-    let q = SearchQuery { attributes: vec![("http.route".into(), "/r1".into()), ("n".into(), "2".into())], ..Default::default() };
+    let q = SearchQuery {
+        attributes: vec![
+            ("http.route".into(), "/r1".into()),
+            ("n".into(), "2".into()),
+        ],
+        ..Default::default()
+    };
     assert_eq!(store.search(&t("a"), &q).await.unwrap().len(), 1);
-    let q = SearchQuery { operation: Some("op2".into()), min_duration_nanos: Some(1), limit: 1, ..Default::default() };
+    let q = SearchQuery {
+        operation: Some("op2".into()),
+        min_duration_nanos: Some(1),
+        limit: 1,
+        ..Default::default()
+    };
     assert_eq!(store.search(&t("a"), &q).await.unwrap().len(), 1);
-    let q = SearchQuery { min_duration_nanos: Some(10_000_000_000), ..Default::default() };
+    let q = SearchQuery {
+        min_duration_nanos: Some(10_000_000_000),
+        ..Default::default()
+    };
     assert!(store.search(&t("a"), &q).await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn dependencies_link_services() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default()).await.unwrap();
+    let (store, _) = Store::open(cfg(dir.path()), StoreMetrics::default())
+        .await
+        .unwrap();
     let mut b = batch("a", 1, "frontend", 1);
     let mut child = batch("a", 1, "backend", 2);
     child.resource_spans[0].scope_spans[0].spans.remove(0); // keep span 2, child of span 1
@@ -160,9 +253,19 @@ async fn dependencies_link_services() {
     store.consume(b).await.unwrap();
     let deps = store.dependencies(&t("a"), 0, u64::MAX).await.unwrap();
     assert_eq!(deps.len(), 1);
-    assert_eq!((deps[0].parent.as_str(), deps[0].child.as_str(), deps[0].call_count), ("frontend", "backend", 1));
+    assert_eq!(
+        (
+            deps[0].parent.as_str(),
+            deps[0].child.as_str(),
+            deps[0].call_count
+        ),
+        ("frontend", "backend", 1)
+    );
     store.flush().await.unwrap();
-    assert_eq!(store.dependencies(&t("a"), 0, u64::MAX).await.unwrap(), deps);
+    assert_eq!(
+        store.dependencies(&t("a"), 0, u64::MAX).await.unwrap(),
+        deps
+    );
 }
 
 #[tokio::test]
@@ -173,7 +276,10 @@ async fn overload_is_a_retryable_refusal() {
     let (store, _) = Store::open(c, StoreMetrics::default()).await.unwrap();
     store.consume(batch("a", 1, "s", 4)).await.unwrap();
     let err = store.consume(batch("a", 2, "s", 4)).await.unwrap_err();
-    assert!(matches!(err, clew_model::SinkError::Overloaded { .. }), "{err:?}");
+    assert!(
+        matches!(err, clew_model::SinkError::Overloaded { .. }),
+        "{err:?}"
+    );
     store.flush().await.unwrap();
     store.consume(batch("a", 2, "s", 4)).await.unwrap();
 }

@@ -1,6 +1,149 @@
 //! `clew`: the binary. Thin glue: parses the command line and config, wires receivers → pipeline →
-//! store → query, and runs the CLI subcommands.
+//! store → query (`serve`), and runs the CLI subcommands.
 
-fn main() {
-    println!("clew");
+mod cli;
+mod config;
+mod demo;
+mod serve;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "clew",
+    version,
+    about = "Distributed tracing: OTLP/Zipkin collector, durable trace store and query API in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Clew all-in-one: receivers, storage and the query API.
+    Serve(ServeArgs),
+    /// Print one trace as an indented tree.
+    Trace(cli::TraceArgs),
+    /// Search traces.
+    Search(cli::SearchArgs),
+    /// Send realistic multi-service demo traffic to a running Clew.
+    Demo(demo::DemoArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and report the first problem (file, key, fix).
+    Check { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// YAML config file (OpenTelemetry Collector style); every key is optional.
+    #[arg(long, short, env = "CLEW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides storage.path).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address (overrides receivers.otlp.protocols.grpc.endpoint).
+    #[arg(long, value_parser = config::parse_endpoint)]
+    otlp_grpc_endpoint: Option<std::net::SocketAddr>,
+    /// OTLP/HTTP listen address (overrides receivers.otlp.protocols.http.endpoint).
+    #[arg(long, value_parser = config::parse_endpoint)]
+    otlp_http_endpoint: Option<std::net::SocketAddr>,
+    /// Zipkin listen address (overrides receivers.zipkin.endpoint).
+    #[arg(long, value_parser = config::parse_endpoint)]
+    zipkin_endpoint: Option<std::net::SocketAddr>,
+    /// Query API listen address (overrides query.endpoint).
+    #[arg(long, value_parser = config::parse_endpoint)]
+    query_endpoint: Option<std::net::SocketAddr>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<config::Config> {
+        let mut cfg = match &self.config {
+            Some(path) => config::Config::load(path)?,
+            None => config::Config::default(),
+        };
+        if let Some(d) = self.data_dir {
+            cfg.storage.path = d;
+        }
+        if let Some(otlp) = &mut cfg.receivers.otlp {
+            if let (Some(a), Some(g)) = (self.otlp_grpc_endpoint, otlp.protocols.grpc.as_mut()) {
+                g.endpoint = a;
+            }
+            if let (Some(a), Some(h)) = (self.otlp_http_endpoint, otlp.protocols.http.as_mut()) {
+                h.endpoint = a;
+            }
+        }
+        if let (Some(a), Some(z)) = (self.zipkin_endpoint, cfg.receivers.zipkin.as_mut()) {
+            z.endpoint = a;
+        }
+        if let Some(a) = self.query_endpoint {
+            cfg.query.endpoint = a;
+        }
+        // Re-validate after overrides (e.g. two flags naming the same port).
+        let origin = self
+            .config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "command line".into());
+        let mut seen = std::collections::HashMap::new();
+        for (key, addr) in cfg.endpoints() {
+            if let Some(other) = seen.insert(addr, key) {
+                anyhow::bail!("{origin}: `{key}` and `{other}` both use {addr} (fix: give each listener its own port)");
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let cfg = args.into_config()?;
+                init_logging(&cfg.service.telemetry.logs.level);
+                serve::run(cfg).await
+            }
+            Command::Trace(args) => cli::trace(args).await,
+            Command::Search(args) => cli::search(args).await,
+            Command::Demo(args) => {
+                init_logging("warn");
+                demo::run(args).await
+            }
+            Command::Config {
+                command: ConfigCommand::Check { file },
+            } => {
+                config::Config::load(&file)?;
+                println!("{}: OK", file.display());
+                Ok(())
+            }
+        }
+    })
 }

@@ -23,8 +23,14 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
 enum Command {
-    Append { record: Vec<u8>, batch: SpanBatch, ack: oneshot::Sender<Result<(), StoreError>> },
-    Rotate { ack: oneshot::Sender<Result<Sealed, StoreError>> },
+    Append {
+        record: Vec<u8>,
+        batch: SpanBatch,
+        ack: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Rotate {
+        ack: oneshot::Sender<Result<Sealed, StoreError>>,
+    },
 }
 
 /// What a rotation hands to the flusher: a sealed head generation and the segments holding it.
@@ -54,7 +60,10 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.display().to_string(), source }
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Segment numbers present in `dir`, ascending.
@@ -64,7 +73,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
         let entry = entry.map_err(io_err(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(n) = name
+            .strip_suffix(".wal")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             out.push(n);
         }
     }
@@ -88,7 +100,10 @@ fn replay_segment(path: &Path, head: &Head, report: &mut ReplayReport) -> Result
                 let cut = (data.len() - offset) as u64;
                 tracing::warn!(segment = %path.display(), offset, bytes = cut, error = %e,
                     "WAL segment has a torn or corrupt tail; truncating to the last good record");
-                let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
                 f.set_len(offset as u64).map_err(io_err(path))?;
                 f.sync_all().map_err(io_err(path))?;
                 report.truncated_bytes += cut;
@@ -102,15 +117,25 @@ fn replay_segment(path: &Path, head: &Head, report: &mut ReplayReport) -> Result
 
 fn open_segment(dir: &Path, n: u64) -> Result<File, StoreError> {
     let path = segment_path(dir, n);
-    let f = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
     // Make the new file's directory entry durable, or a crash could lose the whole segment.
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
     Ok(f)
 }
 
 impl Wal {
     /// Replays existing segments into `head`, then starts the writer on a fresh segment.
-    pub fn open(dir: &Path, head: Arc<Head>, metrics: StoreMetrics) -> Result<(Self, ReplayReport), StoreError> {
+    pub fn open(
+        dir: &Path,
+        head: Arc<Head>,
+        metrics: StoreMetrics,
+    ) -> Result<(Self, ReplayReport), StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut report = ReplayReport::default();
         let segments = list_segments(dir)?;
@@ -125,21 +150,33 @@ impl Wal {
             .name("clew-wal".into())
             .spawn(move || writer_loop(thread_dir, next, file, rx, head, metrics))
             .map_err(io_err(dir))?;
-        Ok((Self { dir: dir.to_path_buf(), tx }, report))
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                tx,
+            },
+            report,
+        ))
     }
 
     /// Appends a batch; resolves once it is fsynced and visible in the head.
     pub async fn append(&self, batch: SpanBatch) -> Result<(), StoreError> {
         let record = record::encode(&batch);
         let (ack, done) = oneshot::channel();
-        self.tx.send(Command::Append { record, batch, ack }).await.map_err(|_| StoreError::ShuttingDown)?;
+        self.tx
+            .send(Command::Append { record, batch, ack })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
         done.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
     /// Seals the current segment and head generation; starts a new segment.
     pub async fn rotate(&self) -> Result<Sealed, StoreError> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Command::Rotate { ack }).await.map_err(|_| StoreError::ShuttingDown)?;
+        self.tx
+            .send(Command::Rotate { ack })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
         done.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
@@ -236,7 +273,10 @@ fn writer_loop(
                 let result = open_segment(&dir, segment + 1).map(|f| {
                     file = f;
                     segment += 1;
-                    Sealed { generation: head.seal(), first_live_segment: segment }
+                    Sealed {
+                        generation: head.seal(),
+                        first_live_segment: segment,
+                    }
                 });
                 let _ = ack.send(result);
             }

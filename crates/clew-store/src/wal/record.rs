@@ -28,7 +28,9 @@ pub enum RecordError {
 /// Encodes one batch as a framed record.
 pub fn encode(batch: &SpanBatch) -> Vec<u8> {
     let tenant = batch.tenant.as_str().as_bytes();
-    let req = ExportTraceServiceRequest { resource_spans: batch.resource_spans.clone() };
+    let req = ExportTraceServiceRequest {
+        resource_spans: batch.resource_spans.clone(),
+    };
     let body_len = 1 + 2 + tenant.len() + req.encoded_len();
     let mut out = Vec::with_capacity(HEADER_LEN + body_len);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -46,7 +48,10 @@ pub fn encode(batch: &SpanBatch) -> Vec<u8> {
 /// Decodes the record at the start of `buf`, returning the batch and the bytes consumed.
 pub fn decode(buf: &[u8]) -> Result<(SpanBatch, usize), RecordError> {
     if buf.len() < HEADER_LEN {
-        return Err(RecordError::Truncated { need: HEADER_LEN, have: buf.len() });
+        return Err(RecordError::Truncated {
+            need: HEADER_LEN,
+            have: buf.len(),
+        });
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     if len > MAX_RECORD_BYTES {
@@ -54,7 +59,10 @@ pub fn decode(buf: &[u8]) -> Result<(SpanBatch, usize), RecordError> {
     }
     let total = HEADER_LEN + len;
     if buf.len() < total {
-        return Err(RecordError::Truncated { need: total, have: buf.len() });
+        return Err(RecordError::Truncated {
+            need: total,
+            have: buf.len(),
+        });
     }
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     let body = &buf[HEADER_LEN..total];
@@ -62,18 +70,23 @@ pub fn decode(buf: &[u8]) -> Result<(SpanBatch, usize), RecordError> {
         return Err(RecordError::Checksum);
     }
     if body.len() < 3 {
-        return Err(RecordError::Malformed("body shorter than its header".into()));
+        return Err(RecordError::Malformed(
+            "body shorter than its header".into(),
+        ));
     }
     if body[0] != VERSION {
         return Err(RecordError::Version(body[0]));
     }
     let tlen = u16::from_le_bytes([body[1], body[2]]) as usize;
-    let tenant_bytes = body.get(3..3 + tlen).ok_or_else(|| RecordError::Malformed("tenant cut short".into()))?;
+    let tenant_bytes = body
+        .get(3..3 + tlen)
+        .ok_or_else(|| RecordError::Malformed("tenant cut short".into()))?;
     let tenant = std::str::from_utf8(tenant_bytes)
         .ok()
         .and_then(|t| Tenant::new(t).ok())
         .ok_or_else(|| RecordError::Malformed("invalid tenant".into()))?;
-    let req = ExportTraceServiceRequest::decode(&body[3 + tlen..]).map_err(|e| RecordError::Malformed(e.to_string()))?;
+    let req = ExportTraceServiceRequest::decode(&body[3 + tlen..])
+        .map_err(|e| RecordError::Malformed(e.to_string()))?;
     Ok((SpanBatch::new(tenant, req.resource_spans), total))
 }
 
@@ -87,7 +100,12 @@ mod tests {
             Tenant::new("acme").unwrap(),
             vec![ResourceSpans {
                 scope_spans: vec![ScopeSpans {
-                    spans: vec![Span { trace_id: vec![1; 16], span_id: vec![2; 8], name: "op".into(), ..Default::default() }],
+                    spans: vec![Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        name: "op".into(),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -108,7 +126,10 @@ mod tests {
     fn every_truncation_is_detected() {
         let rec = encode(&batch());
         for cut in 0..rec.len() {
-            assert!(matches!(decode(&rec[..cut]), Err(RecordError::Truncated { .. })), "cut at {cut}");
+            assert!(
+                matches!(decode(&rec[..cut]), Err(RecordError::Truncated { .. })),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -1,0 +1,207 @@
+//! `clew serve`: wires receivers → pipeline → store → query APIs, and shuts down in that order so
+//! everything acknowledged is flushed.
+
+use crate::config::Config;
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use clew_model::{SpanSink, Tenant};
+use clew_pipeline::Pipeline;
+use clew_receive::{ReceiverConfig, ReceiverMetrics};
+use clew_store::{Store, StoreMetrics, TraceReader};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} (`{key}`); fix: free the port or choose another in the config"
+        )
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let store_metrics = StoreMetrics::default();
+    store_metrics.register(&mut registry);
+    let receiver_metrics = ReceiverMetrics::new();
+    receiver_metrics.register(&mut registry);
+
+    let store_cfg = cfg.store_config();
+    let (store, report) = Store::open(store_cfg.clone(), store_metrics)
+        .await
+        .with_context(|| format!("cannot open the store in {}", store_cfg.data_dir.display()))?;
+    tracing::info!(
+        data_dir = %store_cfg.data_dir.display(),
+        blocks = report.blocks,
+        replayed_spans = report.replay.spans,
+        replayed_records = report.replay.records,
+        truncated_bytes = report.replay.truncated_bytes,
+        "store opened"
+    );
+
+    let sink: Arc<dyn SpanSink> = Arc::new(Pipeline::new(Vec::new(), Arc::new(store.clone())));
+    let rcfg = ReceiverConfig {
+        tenant_header: cfg.tenancy.header.clone(),
+        ..ReceiverConfig::default()
+    };
+    rcfg.validate().context("invalid receiver settings")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
+
+    if let Some(otlp) = &cfg.receivers.otlp {
+        if let Some(g) = &otlp.protocols.grpc {
+            let listener = bind("receivers.otlp.protocols.grpc.endpoint", g.endpoint).await?;
+            let c = ReceiverConfig {
+                max_message_bytes: g.max_recv_msg_size_mib << 20,
+                ..rcfg.clone()
+            };
+            let (sink, metrics, shutdown) = (sink.clone(), receiver_metrics.clone(), stopped());
+            tracing::info!(endpoint = %g.endpoint, "OTLP/gRPC receiver listening");
+            servers.spawn(async move {
+                clew_receive::serve_otlp_grpc(listener, sink, c, metrics, shutdown)
+                    .await
+                    .context("OTLP/gRPC receiver")
+            });
+        }
+        if let Some(h) = &otlp.protocols.http {
+            let listener = bind("receivers.otlp.protocols.http.endpoint", h.endpoint).await?;
+            let c = ReceiverConfig {
+                max_message_bytes: h.max_request_body_size_mib << 20,
+                ..rcfg.clone()
+            };
+            let app = clew_receive::otlp_http_router(sink.clone(), c, receiver_metrics.clone());
+            tracing::info!(endpoint = %h.endpoint, "OTLP/HTTP receiver listening");
+            let shutdown = stopped();
+            servers.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                    .context("OTLP/HTTP receiver")
+            });
+        }
+    }
+    if let Some(z) = &cfg.receivers.zipkin {
+        let listener = bind("receivers.zipkin.endpoint", z.endpoint).await?;
+        let app = clew_receive::zipkin_router(sink.clone(), rcfg.clone(), receiver_metrics.clone());
+        tracing::info!(endpoint = %z.endpoint, "Zipkin receiver listening");
+        let shutdown = stopped();
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("Zipkin receiver")
+        });
+    }
+
+    let listener = bind("query.endpoint", cfg.query.endpoint).await?;
+    let qcfg = clew_query::QueryConfig {
+        tenant_header: cfg.tenancy.header.clone(),
+    };
+    qcfg.validate()
+        .map_err(|e| anyhow::anyhow!("tenancy.header: {e}"))?;
+    let reader: Arc<dyn TraceReader> = Arc::new(store.clone());
+    let registry = Arc::new(registry);
+    let app = clew_query::router(reader, qcfg).merge(ops_router(registry));
+    tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, /metrics, /ready)");
+    let shutdown = stopped();
+    servers.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("query API")
+    });
+    tracing::info!(default_tenant = %Tenant::default(), tenant_header = %cfg.tenancy.header, "clew is ready");
+
+    let mut failure = None;
+    tokio::select! {
+        _ = wait_for_signal() => tracing::info!("shutting down: finishing in-flight requests"),
+        Some(res) = servers.join_next() => {
+            failure = Some(match res {
+                Ok(Ok(())) => anyhow::anyhow!("a listener stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a listener panicked: {e}"),
+            });
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(res) = servers.join_next().await {
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "listener ended with an error during shutdown");
+        }
+    }
+    tracing::info!("flushing the head into blocks");
+    store
+        .shutdown()
+        .await
+        .context("final flush failed; the WAL still holds the spans and will replay at start")?;
+    tracing::info!("stopped cleanly");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn ops_router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/ready", get(|| async { "ready\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        )
+                            .into_response(),
+                        Err(e) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                        }
+                    }
+                }
+            }),
+        )
+}
