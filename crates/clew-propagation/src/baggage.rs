@@ -34,10 +34,12 @@ pub const MAX_MEMBERS: usize = 64;
 /// Bytes that must always propagate.
 pub const MAX_BYTES: usize = 8192;
 
-/// Bytes outside `baggage-octet`, plus `%` so that decoding round-trips. Non-ASCII is always
-/// encoded by `percent_encode`.
+/// Bytes outside `baggage-octet`, plus `%` so that decoding round-trips, plus `+` (allowed
+/// literally, but implementations that form-decode, such as the Python SDK, read it as a space).
+/// Non-ASCII is always encoded by `percent_encode`.
 const VALUE_ENCODE: &AsciiSet = &CONTROLS
     .add(b' ')
+    .add(b'+')
     .add(b'"')
     .add(b',')
     .add(b';')
@@ -409,6 +411,15 @@ impl Propagator for BaggagePropagator {
 mod tests {
     use super::*;
     use crate::carrier::HeaderList;
+
+    #[test]
+    fn plus_is_sent_encoded_and_read_literally() {
+        // Form decoders (the Python SDK) turn a literal '+' into a space: send it as %2B.
+        assert_eq!(encode_value("a+b c"), "a%2Bb%20c");
+        assert_eq!(decode_value("a%2Bb%20c"), "a+b c");
+        // A received '+' is a baggage-octet, not a space.
+        assert_eq!(Baggage::parse("k=a+b").get("k"), Some("a+b"));
+    }
 
     #[test]
     fn simple_members_and_ows() {

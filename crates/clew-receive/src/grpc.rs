@@ -66,19 +66,33 @@ pub async fn serve_otlp_grpc(
 /// rewritten to `RESOURCE_EXHAUSTED`, which exporters retry only when given a `RetryInfo`. Such
 /// errors are raised before the service runs, so they are trailers-only responses with the status
 /// in the headers; our own handler never returns `OUT_OF_RANGE`.
+/// Corrects two of tonic's status codes to what the OTLP spec asks for, before any handler runs:
+/// an oversized message (tonic: `OUT_OF_RANGE`, which exporters retry forever) becomes
+/// `RESOURCE_EXHAUSTED`, and an undecodable message (tonic: `INTERNAL`, "failed to decode Protobuf
+/// message") becomes `INVALID_ARGUMENT`, so the client does not retry garbage.
 fn too_large_is_not_retryable(
     mut response: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
-    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
-    if response
+    let code = |c: tonic::Code| (c as i32).to_string();
+    let status = response
         .headers()
         .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == out_of_range.as_bytes())
-    {
-        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
-        if let Ok(value) = http::HeaderValue::from_str(&exhausted) {
-            response.headers_mut().insert("grpc-status", value);
+        .map(|v| v.as_bytes().to_vec());
+    let message_is_decode_error = response.headers().get("grpc-message").is_some_and(|m| {
+        m.as_bytes().starts_with(b"failed%20to%20decode")
+            || m.as_bytes().starts_with(b"failed to decode")
+    });
+    let replacement = match status {
+        Some(s) if s == code(tonic::Code::OutOfRange).as_bytes() => {
+            Some(code(tonic::Code::ResourceExhausted))
         }
+        Some(s) if s == code(tonic::Code::Internal).as_bytes() && message_is_decode_error => {
+            Some(code(tonic::Code::InvalidArgument))
+        }
+        _ => None,
+    };
+    if let Some(value) = replacement.and_then(|r| http::HeaderValue::from_str(&r).ok()) {
+        response.headers_mut().insert("grpc-status", value);
     }
     response
 }

@@ -265,7 +265,7 @@ impl Config {
             let key = e.path().to_string();
             let inner = e.into_inner().to_string();
             let hint = if inner.contains("unknown field") {
-                " (fix: check the spelling; `clew config check` lists the accepted keys in the README's config reference)"
+                " (fix: correct the spelling to one of the keys listed; all keys are in the README's configuration reference)"
             } else {
                 ""
             };
@@ -401,7 +401,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("key `storage`") && e.contains("unknown field `pathh`"),
+            e.contains("key `storage.pathh`") && e.contains("unknown field `pathh`"),
             "{e}"
         );
 

@@ -292,8 +292,8 @@ async fn garbage_and_truncated_protobuf_are_refused() {
         .unwrap_err();
     assert_eq!(
         err.code(),
-        tonic::Code::Internal,
-        "tonic maps protobuf decode errors to INTERNAL: {err:?}"
+        tonic::Code::InvalidArgument,
+        "undecodable requests are InvalidArgument per OTLP (tonic alone says INTERNAL): {err:?}"
     );
     let full = good_request(3).encode_to_vec();
     let err = raw_export(s.channel().await, full[..full.len() - 3].to_vec())
@@ -301,8 +301,8 @@ async fn garbage_and_truncated_protobuf_are_refused() {
         .unwrap_err();
     assert_eq!(
         err.code(),
-        tonic::Code::Internal,
-        "tonic maps protobuf decode errors to INTERNAL: {err:?}"
+        tonic::Code::InvalidArgument,
+        "undecodable requests are InvalidArgument per OTLP (tonic alone says INTERNAL): {err:?}"
     );
     // The same bytes, complete, are accepted through the raw path too.
     let ok = raw_export(s.channel().await, full).await.unwrap();
