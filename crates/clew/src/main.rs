@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod demo;
+mod processors;
 mod serve;
 
 use anyhow::Context;

@@ -8,7 +8,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use clew_model::{SpanSink, Tenant};
-use clew_pipeline::Pipeline;
 use clew_receive::{ReceiverConfig, ReceiverMetrics};
 use clew_store::{Store, StoreMetrics, TraceReader};
 use prometheus_client::registry::Registry;
@@ -69,7 +68,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "store opened"
     );
 
-    let sink: Arc<dyn SpanSink> = Arc::new(Pipeline::new(Vec::new(), Arc::new(store.clone())));
+    // The service graph sees every span first, before any sampling decision drops some.
+    let service_graph = clew_doctor::ServiceGraph::new(&mut registry);
+    let sink: Arc<dyn SpanSink> = crate::processors::build_pipeline(
+        &cfg,
+        Box::new(service_graph),
+        Arc::new(store.clone()),
+        &mut registry,
+    )?;
     let rcfg = ReceiverConfig {
         tenant_header: cfg.tenancy.header.clone(),
         ..ReceiverConfig::default()
@@ -109,12 +115,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let app = clew_receive::otlp_http_router(sink.clone(), c, receiver_metrics.clone());
             tracing::info!(endpoint = %h.endpoint, "OTLP/HTTP receiver listening");
             let shutdown = stopped();
-            servers.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .context("OTLP/HTTP receiver")
-            });
+            servers.spawn(serve_http(listener, app, shutdown, "OTLP/HTTP receiver"));
         }
     }
     if let Some(z) = &cfg.receivers.zipkin {
@@ -122,12 +123,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let app = clew_receive::zipkin_router(sink.clone(), rcfg.clone(), receiver_metrics.clone());
         tracing::info!(endpoint = %z.endpoint, "Zipkin receiver listening");
         let shutdown = stopped();
-        servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("Zipkin receiver")
-        });
+        servers.spawn(serve_http(listener, app, shutdown, "Zipkin receiver"));
     }
 
     let listener = bind("query.endpoint", cfg.query.endpoint).await?;
@@ -138,15 +134,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("tenancy.header: {e}"))?;
     let reader: Arc<dyn TraceReader> = Arc::new(store.clone());
     let registry = Arc::new(registry);
-    let app = clew_query::router(reader, qcfg).merge(ops_router(registry));
-    tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, /metrics, /ready)");
+    let app = clew_query::router(reader.clone(), qcfg)
+        .merge(clew_doctor::router(reader, &cfg.tenancy.header))
+        .merge(ops_router(registry))
+        .merge(clew_ui::router());
+    tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, doctor API, web UI, /metrics, /ready)");
     let shutdown = stopped();
-    servers.spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("query API")
-    });
+    servers.spawn(serve_http(listener, app, shutdown, "query API"));
     tracing::info!(default_tenant = %Tenant::default(), tenant_header = %cfg.tenancy.header, "clew is ready");
 
     let mut failure = None;
@@ -176,6 +170,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Serves an axum app until `shutdown` resolves; `what` names the listener in errors.
+async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    what: &'static str,
+) -> anyhow::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context(what)
 }
 
 fn ops_router(registry: Arc<Registry>) -> Router {

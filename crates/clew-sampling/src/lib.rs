@@ -1,0 +1,7 @@
+//! # clew-sampling — the sampling room
+//!
+//! Pipeline processors that decide which traces are kept: consistent probability (head) sampling
+//! per the OpenTelemetry tracestate spec, tail-based sampling with policies and bounded state, and
+//! the Jaeger-compatible remote/adaptive sampling strategies served to SDKs.
+//!
+//! May depend on: `clew-model`, `clew-pipeline`. Must not depend on receivers or the store.
