@@ -1,0 +1,336 @@
+//! # clew-bench — the benchmark harness
+//!
+//! Not part of the data flow: a client of Clew's (and its peers') public protocols. It generates
+//! realistic OTLP load (pre-encoded, so the generator is never the bottleneck), drives receivers over
+//! OTLP/gRPC and OTLP/HTTP, reads the server's CPU time from /proc, and measures storage size and
+//! query latency over HTTP. `scripts/bench` runs everything and BENCHMARKS.md records the results.
+//!
+//! May depend on: `clew-model` (OTLP types) and client crates. Must not link the server's crates:
+//! it measures Clew from the outside, exactly as it measures rotel.
+
+mod load;
+mod proc_stat;
+mod query;
+mod servers;
+mod workload;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use load::{LoadResult, LoadSpec, Protocol};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use workload::Pool;
+
+#[derive(Parser)]
+#[command(name = "clew-bench", about = "Clew's benchmark harness", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct PoolArgs {
+    /// Distinct pre-encoded requests (each re-sent with fresh trace ids).
+    #[arg(long, default_value_t = 64)]
+    pool_requests: usize,
+    /// Traces per request (10 spans each).
+    #[arg(long, default_value_t = 50)]
+    traces_per_request: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+impl PoolArgs {
+    fn build(&self) -> Arc<Pool> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        // Start times in the recent past so a default "last hour" search finds them.
+        let pool = Pool::generate(
+            self.seed,
+            self.pool_requests,
+            self.traces_per_request,
+            now.saturating_sub(120_000_000_000),
+        );
+        eprintln!(
+            "workload: {} requests × {} spans, {:.0} bytes/span (OTLP protobuf)",
+            pool.requests.len(),
+            pool.requests[0].spans,
+            pool.bytes_per_span()
+        );
+        Arc::new(pool)
+    }
+}
+
+#[derive(clap::Args, Clone)]
+struct DriveArgs {
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    #[arg(long, default_value = "20s", value_parser = humantime_secs)]
+    duration: Duration,
+    #[arg(long, default_value = "3s", value_parser = humantime_secs)]
+    warmup: Duration,
+    /// Spans per second over all connections; 0 = as fast as the server acknowledges.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+}
+
+fn humantime_secs(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, mul) = if let Some(v) = t.strip_suffix("ms") {
+        (v, 0.001)
+    } else if let Some(v) = t.strip_suffix('s') {
+        (v, 1.0)
+    } else if let Some(v) = t.strip_suffix('m') {
+        (v, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    num.parse::<f64>()
+        .map(|n| Duration::from_secs_f64(n * mul))
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 20s, 500ms, 2m)"))
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Drive one running target.
+    Load {
+        #[arg(long, value_enum, default_value = "grpc")]
+        protocol: Protocol,
+        /// host:port of the OTLP receiver.
+        #[arg(long)]
+        endpoint: String,
+        /// Server process id, to read its CPU time from /proc.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[command(flatten)]
+        drive: DriveArgs,
+        #[command(flatten)]
+        pool: PoolArgs,
+    },
+    /// Clew (durable, ack after fsync) and rotel (blackhole exporter) side by side: alternating runs
+    /// of the same load; prints spans per CPU-second of each and the ratio.
+    Compare {
+        #[arg(long, default_value = "target/release/clew")]
+        clew_bin: PathBuf,
+        #[arg(long)]
+        rotel_bin: PathBuf,
+        /// Runs per target and protocol (alternating).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, value_delimiter = ',', default_value = "grpc,http")]
+        protocols: Vec<Protocol>,
+        /// Where clew keeps its data (a fresh subdirectory per run).
+        #[arg(long, default_value = "target/bench-data")]
+        work_dir: PathBuf,
+        #[command(flatten)]
+        drive: DriveArgs,
+        #[command(flatten)]
+        pool: PoolArgs,
+        /// Write results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Ingest N spans into a fresh clew, flush and compact, and report bytes per span on disk next
+    /// to raw OTLP and zstd-19 of it. Keeps the data dir and a sample of trace ids for `query`.
+    Storage {
+        #[arg(long, default_value = "target/release/clew")]
+        clew_bin: PathBuf,
+        #[arg(long, default_value_t = 2_000_000)]
+        spans: u64,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[command(flatten)]
+        pool: PoolArgs,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Query latency over HTTP against a store made by `storage`: trace by id (no time range) and
+    /// search by one attribute.
+    Query {
+        #[arg(long, default_value = "target/release/clew")]
+        clew_bin: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Trace-by-id requests.
+        #[arg(long, default_value_t = 2000)]
+        lookups: usize,
+        /// Searches per query shape.
+        #[arg(long, default_value_t = 20)]
+        searches: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn print_load(name: &str, r: &LoadResult) {
+    println!(
+        "{name:<6} {:<5} {:>10.0} spans/s  {:>10} cpu-s  {:>10} spans/cpu-s  p50 {:>7.2} ms  p99 {:>7.2} ms  rss {:>6} MiB  rejected {}  failed {}",
+        r.protocol,
+        r.spans_per_sec,
+        r.server_cpu_seconds.map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into()),
+        r.spans_per_cpu_second.map(|c| format!("{c:.0}")).unwrap_or_else(|| "-".into()),
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.server_max_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
+        r.spans_rejected,
+        r.requests_failed,
+    );
+    if let Some(e) = &r.first_error {
+        println!("       first error: {e}");
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn write_json(path: &Option<PathBuf>, value: serde_json::Value) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_vec_pretty(&value)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn fresh_dir(p: &Path) -> anyhow::Result<()> {
+    if p.exists() {
+        std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))?;
+    }
+    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Load {
+            protocol,
+            endpoint,
+            pid,
+            drive,
+            pool,
+        } => {
+            let pool = pool.build();
+            let r = load::run(
+                LoadSpec {
+                    protocol,
+                    endpoint,
+                    connections: drive.connections,
+                    duration: drive.duration,
+                    warmup: drive.warmup,
+                    rate: drive.rate,
+                    max_spans: 0,
+                    server_pid: pid,
+                    keep_ids: 0,
+                },
+                pool,
+            )
+            .await?;
+            print_load("target", &r);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Cmd::Compare {
+            clew_bin,
+            rotel_bin,
+            rounds,
+            protocols,
+            work_dir,
+            drive,
+            pool,
+            json,
+        } => {
+            let pool = pool.build();
+            std::fs::create_dir_all(&work_dir)?;
+            let mut all = Vec::new();
+            let mut summary = Vec::new();
+            for protocol in protocols {
+                let (mut clew_rates, mut rotel_rates) = (Vec::new(), Vec::new());
+                for round in 0..rounds {
+                    // Alternate which goes first so drift on a shared machine hits both alike.
+                    let order: [&str; 2] = if round % 2 == 0 { ["clew", "rotel"] } else { ["rotel", "clew"] };
+                    for target in order {
+                        let log = work_dir.join(format!("{target}.log"));
+                        let data = work_dir.join("clew-data");
+                        let server = if target == "clew" {
+                            fresh_dir(&data)?;
+                            servers::start_clew(&clew_bin, &data, None, &log)?
+                        } else {
+                            servers::start_rotel(&rotel_bin, &log)?
+                        };
+                        let endpoint = match protocol {
+                            Protocol::Grpc => server.grpc.clone(),
+                            Protocol::Http => server.http.clone(),
+                        };
+                        let r = load::run(
+                            LoadSpec {
+                                protocol,
+                                endpoint,
+                                connections: drive.connections,
+                                duration: drive.duration,
+                                warmup: drive.warmup,
+                                rate: drive.rate,
+                                max_spans: 0,
+                                server_pid: Some(server.pid()),
+                                keep_ids: 0,
+                            },
+                            pool.clone(),
+                        )
+                        .await?;
+                        server.stop()?;
+                        print_load(target, &r);
+                        let per_cpu = r.spans_per_cpu_second.unwrap_or(0.0);
+                        if target == "clew" {
+                            clew_rates.push(per_cpu);
+                        } else {
+                            rotel_rates.push(per_cpu);
+                        }
+                        all.push(serde_json::json!({"target": target, "round": round, "result": r}));
+                    }
+                }
+                let (c, r) = (median(clew_rates), median(rotel_rates));
+                let ratio = if r > 0.0 { c / r } else { 0.0 };
+                println!(
+                    "==> {protocol:?}: clew {c:.0} vs rotel {r:.0} spans per CPU-second (median of {rounds}); ratio clew/rotel = {ratio:.2}"
+                );
+                summary.push(serde_json::json!({
+                    "protocol": format!("{protocol:?}").to_lowercase(),
+                    "clew_spans_per_cpu_second": c,
+                    "rotel_spans_per_cpu_second": r,
+                    "ratio": ratio,
+                }));
+            }
+            write_json(&json, serde_json::json!({"summary": summary, "runs": all}))?;
+        }
+        Cmd::Storage {
+            clew_bin,
+            spans,
+            data_dir,
+            connections,
+            pool,
+            json,
+        } => {
+            let pool = pool.build();
+            let report = query::storage_run(&clew_bin, &data_dir, spans, connections, pool).await?;
+            write_json(&json, report)?;
+        }
+        Cmd::Query {
+            clew_bin,
+            data_dir,
+            lookups,
+            searches,
+            json,
+        } => {
+            let report = query::query_run(&clew_bin, &data_dir, lookups, searches).await?;
+            write_json(&json, report)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! Starting and stopping the processes under test (clew, rotel) on free loopback ports.
+
+use anyhow::{bail, Context};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub struct Server {
+    pub name: &'static str,
+    pub child: Child,
+    pub grpc: String,
+    pub http: String,
+    pub query: Option<String>,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (clew flushes its head into blocks on SIGTERM).
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    eprintln!("{} exited with {status}", self.name);
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("{} did not stop within 300 s of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn wait_for_port(addr: &str, child: &mut Child, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if let Some(s) = child.try_wait()? {
+            bail!("{name} exited during start-up ({s})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{name} did not listen on {addr} within 60 s")
+}
+
+/// `clew serve` with its own data dir and config, on fresh ports.
+pub fn start_clew(bin: &Path, data_dir: &Path, config: Option<&Path>, log: &Path) -> anyhow::Result<Server> {
+    let (g, h, z, q) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--otlp-grpc-endpoint")
+        .arg(format!("127.0.0.1:{g}"))
+        .arg("--otlp-http-endpoint")
+        .arg(format!("127.0.0.1:{h}"))
+        .arg("--zipkin-endpoint")
+        .arg(format!("127.0.0.1:{z}"))
+        .arg("--query-endpoint")
+        .arg(format!("127.0.0.1:{q}"));
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let query = format!("127.0.0.1:{q}");
+    wait_for_port(&query, &mut child, "clew")?;
+    wait_for_port(&format!("127.0.0.1:{g}"), &mut child, "clew")?;
+    Ok(Server {
+        name: "clew",
+        child,
+        grpc: format!("127.0.0.1:{g}"),
+        http: format!("127.0.0.1:{h}"),
+        query: Some(query),
+    })
+}
+
+/// rotel with its blackhole exporter (receives, batches, discards).
+pub fn start_rotel(bin: &Path, log: &Path) -> anyhow::Result<Server> {
+    let (g, h) = (free_port()?, free_port()?);
+    let logf = std::fs::File::create(log)?;
+    let mut child = Command::new(bin)
+        .args([
+            "start",
+            "--exporter",
+            "blackhole",
+            "--otlp-grpc-endpoint",
+            &format!("127.0.0.1:{g}"),
+            "--otlp-http-endpoint",
+            &format!("127.0.0.1:{h}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    wait_for_port(&format!("127.0.0.1:{g}"), &mut child, "rotel")?;
+    wait_for_port(&format!("127.0.0.1:{h}"), &mut child, "rotel")?;
+    Ok(Server {
+        name: "rotel",
+        child,
+        grpc: format!("127.0.0.1:{g}"),
+        http: format!("127.0.0.1:{h}"),
+        query: None,
+    })
+}
+
+/// Total size of the regular files under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Block directories (those holding a meta.json) under `dir`.
+pub fn block_count(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|f| f == "meta.json") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
