@@ -228,7 +228,11 @@ pub async fn run(spec: LoadSpec, pool: Arc<Pool>) -> anyhow::Result<LoadResult> 
                 let n = seq.fetch_add(1, Ordering::Relaxed);
                 let (body, spans, ids) = pool.render(n);
                 let len = body.len() as u64;
-                let ids: Vec<[u8; 16]> = if spec.keep_ids > 0 { ids.collect() } else { Vec::new() };
+                let ids: Vec<[u8; 16]> = if spec.keep_ids > 0 {
+                    ids.collect()
+                } else {
+                    Vec::new()
+                };
                 let t0 = Instant::now();
                 let res = client.export(body).await;
                 let lat = t0.elapsed();
@@ -243,7 +247,8 @@ pub async fn run(spec: LoadSpec, pool: Arc<Pool>) -> anyhow::Result<LoadResult> 
                         }
                         let sh = &mut *shared.lock().expect("no panics while holding the lock");
                         if counting {
-                            sh.latencies_us.push(lat.as_micros().min(u32::MAX as u128) as u32);
+                            sh.latencies_us
+                                .push(lat.as_micros().min(u32::MAX as u128) as u32);
                         }
                         // Reservoir sample of acknowledged trace ids (warm-up included: they are stored too).
                         for id in ids {

@@ -255,7 +255,11 @@ async fn main() -> anyhow::Result<()> {
                 let (mut clew_rates, mut rotel_rates) = (Vec::new(), Vec::new());
                 for round in 0..rounds {
                     // Alternate which goes first so drift on a shared machine hits both alike.
-                    let order: [&str; 2] = if round % 2 == 0 { ["clew", "rotel"] } else { ["rotel", "clew"] };
+                    let order: [&str; 2] = if round % 2 == 0 {
+                        ["clew", "rotel"]
+                    } else {
+                        ["rotel", "clew"]
+                    };
                     for target in order {
                         let log = work_dir.join(format!("{target}.log"));
                         let data = work_dir.join("clew-data");
@@ -292,7 +296,9 @@ async fn main() -> anyhow::Result<()> {
                         } else {
                             rotel_rates.push(per_cpu);
                         }
-                        all.push(serde_json::json!({"target": target, "round": round, "result": r}));
+                        all.push(
+                            serde_json::json!({"target": target, "round": round, "result": r}),
+                        );
                     }
                 }
                 let (c, r) = (median(clew_rates), median(rotel_rates));

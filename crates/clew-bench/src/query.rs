@@ -47,7 +47,12 @@ pub async fn storage_run(
     let cfg = config_path(data_dir);
     std::fs::write(&cfg, STORAGE_CONFIG)?;
 
-    let server = servers::start_clew(clew_bin, data_dir, Some(&cfg), &log_path(data_dir, "ingest"))?;
+    let server = servers::start_clew(
+        clew_bin,
+        data_dir,
+        Some(&cfg),
+        &log_path(data_dir, "ingest"),
+    )?;
     eprintln!("storage: ingesting {spans} spans over OTLP/gRPC ({connections} connections)…");
     let started = Instant::now();
     let progress = {
@@ -91,7 +96,12 @@ pub async fn storage_run(
     server.stop()?;
 
     // Restart so the compactor merges what the flushes wrote, and wait until it settles.
-    let server = servers::start_clew(clew_bin, data_dir, Some(&cfg), &log_path(data_dir, "compact"))?;
+    let server = servers::start_clew(
+        clew_bin,
+        data_dir,
+        Some(&cfg),
+        &log_path(data_dir, "compact"),
+    )?;
     let mut last = (block_count(data_dir), Instant::now());
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -172,7 +182,12 @@ pub async fn query_run(
     searches: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let ids: Vec<String> = std::fs::read_to_string(ids_path(data_dir))
-        .with_context(|| format!("reading {} (run `storage` first)", ids_path(data_dir).display()))?
+        .with_context(|| {
+            format!(
+                "reading {} (run `storage` first)",
+                ids_path(data_dir).display()
+            )
+        })?
         .lines()
         .map(str::to_string)
         .collect();
@@ -187,7 +202,12 @@ pub async fn query_run(
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
     // Wait for ready (block metadata loaded).
     for _ in 0..600 {
-        if client.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -195,7 +215,12 @@ pub async fn query_run(
 
     // Warm-up: a few lookups so connection set-up is not measured.
     for id in ids.iter().take(20) {
-        client.get(format!("{base}/api/traces/{id}")).send().await?.bytes().await?;
+        client
+            .get(format!("{base}/api/traces/{id}"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
     }
     let mut t = Vec::with_capacity(lookups);
     let mut rng = 0x9E37_79B9_u64;
@@ -246,7 +271,10 @@ pub async fn query_run(
             let body = resp.bytes().await?;
             t.push(t0.elapsed().as_secs_f64() * 1000.0);
             if !status.is_success() {
-                bail!("search {path} → {status}: {}", String::from_utf8_lossy(&body));
+                bail!(
+                    "search {path} → {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
             }
             found = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -255,7 +283,9 @@ pub async fn query_run(
         }
         let (p50, p99, max) = Timings(t).summary();
         println!("query: search {what}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({found} traces)");
-        search_results.push(json!({"search": what, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "traces": found}));
+        search_results.push(
+            json!({"search": what, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "traces": found}),
+        );
     }
     server.stop()?;
     Ok(json!({

@@ -60,7 +60,12 @@ fn wait_for_port(addr: &str, child: &mut Child, name: &str) -> anyhow::Result<()
 }
 
 /// `clew serve` with its own data dir and config, on fresh ports.
-pub fn start_clew(bin: &Path, data_dir: &Path, config: Option<&Path>, log: &Path) -> anyhow::Result<Server> {
+pub fn start_clew(
+    bin: &Path,
+    data_dir: &Path,
+    config: Option<&Path>,
+    log: &Path,
+) -> anyhow::Result<Server> {
     let (g, h, z, q) = (free_port()?, free_port()?, free_port()?, free_port()?);
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
@@ -131,7 +136,9 @@ pub fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(e.path()),
@@ -148,7 +155,9 @@ pub fn block_count(dir: &Path) -> usize {
     let mut n = 0;
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {

@@ -76,16 +76,86 @@ struct SpanPlan {
 }
 
 static PLAN: [SpanPlan; SPANS_PER_TRACE] = [
-    SpanPlan { service: 0, parent: None, kind: span::SpanKind::Server, name: "GET /api/checkout", at: 0.0, len: 1.0 },
-    SpanPlan { service: 0, parent: Some(0), kind: span::SpanKind::Client, name: "POST", at: 0.05, len: 0.35 },
-    SpanPlan { service: 1, parent: Some(1), kind: span::SpanKind::Server, name: "POST /cart/checkout", at: 0.07, len: 0.31 },
-    SpanPlan { service: 1, parent: Some(2), kind: span::SpanKind::Client, name: "SELECT shop.cart_items", at: 0.1, len: 0.12 },
-    SpanPlan { service: 0, parent: Some(0), kind: span::SpanKind::Client, name: "POST", at: 0.42, len: 0.3 },
-    SpanPlan { service: 2, parent: Some(4), kind: span::SpanKind::Server, name: "POST /payment/charge", at: 0.44, len: 0.26 },
-    SpanPlan { service: 2, parent: Some(5), kind: span::SpanKind::Client, name: "INSERT shop.payments", at: 0.5, len: 0.1 },
-    SpanPlan { service: 0, parent: Some(0), kind: span::SpanKind::Client, name: "GET", at: 0.74, len: 0.22 },
-    SpanPlan { service: 3, parent: Some(7), kind: span::SpanKind::Server, name: "GET /shipping/quote", at: 0.75, len: 0.2 },
-    SpanPlan { service: 4, parent: Some(8), kind: span::SpanKind::Server, name: "GET /inventory/{sku}", at: 0.8, len: 0.1 },
+    SpanPlan {
+        service: 0,
+        parent: None,
+        kind: span::SpanKind::Server,
+        name: "GET /api/checkout",
+        at: 0.0,
+        len: 1.0,
+    },
+    SpanPlan {
+        service: 0,
+        parent: Some(0),
+        kind: span::SpanKind::Client,
+        name: "POST",
+        at: 0.05,
+        len: 0.35,
+    },
+    SpanPlan {
+        service: 1,
+        parent: Some(1),
+        kind: span::SpanKind::Server,
+        name: "POST /cart/checkout",
+        at: 0.07,
+        len: 0.31,
+    },
+    SpanPlan {
+        service: 1,
+        parent: Some(2),
+        kind: span::SpanKind::Client,
+        name: "SELECT shop.cart_items",
+        at: 0.1,
+        len: 0.12,
+    },
+    SpanPlan {
+        service: 0,
+        parent: Some(0),
+        kind: span::SpanKind::Client,
+        name: "POST",
+        at: 0.42,
+        len: 0.3,
+    },
+    SpanPlan {
+        service: 2,
+        parent: Some(4),
+        kind: span::SpanKind::Server,
+        name: "POST /payment/charge",
+        at: 0.44,
+        len: 0.26,
+    },
+    SpanPlan {
+        service: 2,
+        parent: Some(5),
+        kind: span::SpanKind::Client,
+        name: "INSERT shop.payments",
+        at: 0.5,
+        len: 0.1,
+    },
+    SpanPlan {
+        service: 0,
+        parent: Some(0),
+        kind: span::SpanKind::Client,
+        name: "GET",
+        at: 0.74,
+        len: 0.22,
+    },
+    SpanPlan {
+        service: 3,
+        parent: Some(7),
+        kind: span::SpanKind::Server,
+        name: "GET /shipping/quote",
+        at: 0.75,
+        len: 0.2,
+    },
+    SpanPlan {
+        service: 4,
+        parent: Some(8),
+        kind: span::SpanKind::Server,
+        name: "GET /inventory/{sku}",
+        at: 0.8,
+        len: 0.1,
+    },
 ];
 
 const ROUTES: [(&str, &str, u16); 5] = [
@@ -118,7 +188,11 @@ fn span_attributes(
                 i("server.port", port as i64),
                 s(
                     "client.address",
-                    format!("10.4.{}.{}", rng.random_range(0..16), rng.random_range(1..255)),
+                    format!(
+                        "10.4.{}.{}",
+                        rng.random_range(0..16),
+                        rng.random_range(1..255)
+                    ),
                 ),
                 s("network.protocol.version", "1.1"),
                 s("user_agent.original", "shop-web/3.2 (okhttp)"),
@@ -126,9 +200,17 @@ fn span_attributes(
         }
         span::SpanKind::Client if p.name.starts_with("SELECT") || p.name.starts_with("INSERT") => {
             let (op, table, q) = if p.name.starts_with("SELECT") {
-                ("SELECT", "cart_items", "SELECT sku, qty, price FROM cart_items WHERE user_id = $1")
+                (
+                    "SELECT",
+                    "cart_items",
+                    "SELECT sku, qty, price FROM cart_items WHERE user_id = $1",
+                )
             } else {
-                ("INSERT", "payments", "INSERT INTO payments (user_id, amount, currency) VALUES ($1, $2, $3)")
+                (
+                    "INSERT",
+                    "payments",
+                    "INSERT INTO payments (user_id, amount, currency) VALUES ($1, $2, $3)",
+                )
             };
             vec![
                 s("db.system.name", "postgresql"),
@@ -210,7 +292,11 @@ fn trace(rng: &mut StdRng, base_nanos: u64, by_service: &mut [Vec<Span>; 5]) -> 
                 } else {
                     status::StatusCode::Unset as i32
                 },
-                message: if is_error { "Read timed out".into() } else { String::new() },
+                message: if is_error {
+                    "Read timed out".into()
+                } else {
+                    String::new()
+                },
             }),
             flags: 0x100 | 0x1,
             ..Default::default()
@@ -235,7 +321,12 @@ fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
 
 impl Pool {
     /// `requests` distinct requests of `traces_per_request` traces each, from a seeded RNG.
-    pub fn generate(seed: u64, requests: usize, traces_per_request: usize, base_nanos: u64) -> Self {
+    pub fn generate(
+        seed: u64,
+        requests: usize,
+        traces_per_request: usize,
+        base_nanos: u64,
+    ) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let out = (0..requests)
             .map(|r| {

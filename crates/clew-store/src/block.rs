@@ -3,6 +3,7 @@
 //! directory without `meta.json` is an interrupted write and is removed at start-up.
 
 use crate::bloom::Bloom;
+use crate::column_filter::{self, ColumnQuery};
 use crate::file_reader::BlockFileReader;
 use crate::matcher::{self, SpanView};
 use crate::schema::{self, col, AttrList, Columns, DecodeCache, DedicatedType, DEDICATED};
@@ -15,13 +16,14 @@ use arrow_array::{
 use clew_model::{attrs, FlatSpan, Tenant, TraceId};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowFilter};
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::SchemaDescriptor;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 pub const META_FILE: &str = "meta.json";
@@ -66,6 +68,11 @@ pub struct BlockMeta {
     #[serde(default)]
     pub compacted_from: Vec<String>,
     pub created_unix_nano: u64,
+    /// Dedicated-column keys that some span of this block also carries elsewhere (a value of
+    /// another type in the generic list, or a resource attribute), so a search on them must look
+    /// beyond the column. `None` (blocks written before this field): unknown, assume all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated_spills: Option<Vec<String>>,
 }
 
 impl BlockMeta {
@@ -120,6 +127,10 @@ impl std::fmt::Debug for Block {
             .finish()
     }
 }
+
+/// Builds a row filter against a file's Parquet schema, given a column name → root index lookup.
+pub type RowFilterFactory =
+    Box<dyn FnOnce(&SchemaDescriptor, &dyn Fn(&str) -> Option<usize>) -> RowFilter + Send>;
 
 /// First and last trace id of a row group.
 type TraceIdRange = ([u8; 16], [u8; 16]);
@@ -199,6 +210,20 @@ impl Block {
         storage: &Storage,
         row_groups: Option<Vec<usize>>,
         columns: Option<&[&str]>,
+        f: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan_filtered(storage, row_groups, columns, None, f)
+            .await
+    }
+
+    /// [`Block::scan`] with a row filter (built against the file's schema) evaluated inside the
+    /// reader: only rows it keeps are materialized.
+    pub async fn scan_filtered(
+        &self,
+        storage: &Storage,
+        row_groups: Option<Vec<usize>>,
+        columns: Option<&[&str]>,
+        filter: Option<RowFilterFactory>,
         mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let (reader, md) = self.reader(storage).await?;
@@ -207,13 +232,17 @@ impl Block {
         if let Some(groups) = row_groups {
             builder = builder.with_row_groups(groups);
         }
+        let schema = schema::schema();
         if let Some(cols) = columns {
-            let schema = schema::schema();
             let roots: Vec<usize> = cols
                 .iter()
                 .filter_map(|c| schema.index_of(c).ok())
                 .collect();
             builder = builder.with_projection(ProjectionMask::roots(md.parquet_schema(), roots));
+        }
+        if let Some(make) = filter {
+            let root_of = |name: &str| schema.index_of(name).ok();
+            builder = builder.with_row_filter(make(md.parquet_schema(), &root_of));
         }
         let mut stream = builder.build()?;
         while let Some(batch) = stream.try_next().await? {
@@ -243,7 +272,13 @@ impl Block {
         }
         let mut out = Vec::new();
         let mut cache = DecodeCache::default();
-        self.scan(storage, Some(groups), None, |batch| {
+        // The trace id column is decoded first; every other column only for the trace's rows.
+        let target = id.0;
+        let filter: RowFilterFactory = Box::new(move |pschema, root_of| {
+            let root = root_of(col::TRACE_ID).unwrap_or(0);
+            column_filter::trace_id_filter(pschema, root, target)
+        });
+        self.scan_filtered(storage, Some(groups), None, Some(filter), |batch| {
             let ids = Columns::new(batch).fsb(col::TRACE_ID)?;
             let rows: Vec<usize> = (0..ids.len()).filter(|&r| ids.value(r) == id.0).collect();
             out.extend(schema::rows_to_spans(batch, rows, &mut cache)?);
@@ -251,6 +286,38 @@ impl Block {
         })
         .await?;
         Ok(out)
+    }
+
+    /// Spans whose trace id's first 8 bytes (big-endian) lie in `lo..=hi`, appended to `out`.
+    /// Reads only the row groups whose trace-id range overlaps.
+    pub async fn read_range(
+        &self,
+        storage: &Storage,
+        lo: u64,
+        hi: u64,
+        cache: &mut DecodeCache,
+        out: &mut Vec<FlatSpan>,
+    ) -> Result<(), StoreError> {
+        let prefix = |id: &[u8; 16]| u64::from_be_bytes(id[..8].try_into().unwrap_or([0; 8]));
+        let groups: Vec<usize> = self
+            .row_group_ranges
+            .iter()
+            .enumerate()
+            .filter(|(_, (first, last))| prefix(first) <= hi && prefix(last) >= lo)
+            .map(|(i, _)| i)
+            .collect();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let filter: RowFilterFactory = Box::new(move |pschema, root_of| {
+            let root = root_of(col::TRACE_ID).unwrap_or(0);
+            column_filter::trace_prefix_range_filter(pschema, root, lo, hi)
+        });
+        self.scan_filtered(storage, Some(groups), None, Some(filter), |batch| {
+            out.extend(schema::rows_to_spans(batch, 0..batch.num_rows(), cache)?);
+            Ok(())
+        })
+        .await
     }
 
     /// Whether metadata alone rules this block out for `q`.
@@ -282,6 +349,59 @@ impl Block {
 
     /// Matching traces in this block with their latest matching start time.
     pub async fn search(
+        &self,
+        storage: &Storage,
+        q: &SearchQuery,
+    ) -> Result<HashMap<TraceId, u64>, StoreError> {
+        if let Some(cq) = ColumnQuery::compile(q) {
+            let spills = self.meta.dedicated_spills.as_ref();
+            let exact = spills.is_some_and(|sp| {
+                cq.dedicated_keys()
+                    .iter()
+                    .all(|k| !sp.iter().any(|s| s == k))
+            });
+            if exact {
+                return self.search_columns(storage, cq).await;
+            }
+        }
+        self.search_rows(storage, q).await
+    }
+
+    /// The column-predicate path: decode predicate columns, then trace id and start of matches.
+    async fn search_columns(
+        &self,
+        storage: &Storage,
+        cq: ColumnQuery,
+    ) -> Result<HashMap<TraceId, u64>, StoreError> {
+        let mut hits = HashMap::new();
+        if cq.never {
+            return Ok(hits);
+        }
+        let filter: RowFilterFactory =
+            Box::new(move |pschema, root_of| cq.row_filter(pschema, root_of));
+        self.scan_filtered(
+            storage,
+            None,
+            Some(&[col::TRACE_ID, col::START]),
+            Some(filter),
+            |batch| {
+                let c = Columns::new(batch);
+                let (ids, starts) = (c.fsb(col::TRACE_ID)?, c.i64(col::START)?);
+                for row in 0..batch.num_rows() {
+                    if let Ok(id) = TraceId::from_bytes(ids.value(row)) {
+                        let e = hits.entry(id).or_insert(0);
+                        *e = (*e).max(starts.value(row) as u64);
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(hits)
+    }
+
+    /// The row-by-row path, for conditions on the generic attribute list or pseudo tags.
+    async fn search_rows(
         &self,
         storage: &Storage,
         q: &SearchQuery,
@@ -432,110 +552,189 @@ pub async fn write_block(
     compacted_from: Vec<String>,
 ) -> Result<Block, StoreError> {
     let mut sorted: Vec<&FlatSpan> = spans.to_vec();
-    sorted.sort_by(|a, b| {
+    sort_for_block(&mut sorted);
+    let mut w = BlockWriter::new(tenant, rows_per_group, sorted.len())?;
+    w.push_sorted(&sorted)?;
+    w.finish(storage, compacted_from).await
+}
+
+/// Block row order: by trace id, then start time.
+pub fn sort_for_block(spans: &mut [&FlatSpan]) {
+    spans.sort_by(|a, b| {
         a.span.trace_id.cmp(&b.span.trace_id).then(
             a.span
                 .start_time_unix_nano
                 .cmp(&b.span.start_time_unix_nano),
         )
     });
-    let min_start = sorted
-        .iter()
-        .map(|s| s.span.start_time_unix_nano)
-        .min()
-        .unwrap_or(0);
-    let max_start = sorted
-        .iter()
-        .map(|s| s.span.start_time_unix_nano)
-        .max()
-        .unwrap_or(0);
-    let mut bloom = Bloom::with_capacity(sorted.len());
-    let mut trace_count = 0u64;
-    let mut last: Option<[u8; 16]> = None;
-    let mut services = BTreeSet::new();
-    let mut operations = BTreeSet::new();
-    for s in &sorted {
-        let id = trace_id_of(s);
-        if last != Some(id) {
-            trace_count += 1;
-            bloom.insert(&TraceId(id));
-            last = Some(id);
-        }
-        services.insert(s.service_name().to_string());
-        operations.insert(OperationMeta {
-            service: s.service_name().to_string(),
-            name: s.span.name.clone(),
-            kind: s.span.kind,
-        });
+}
+
+/// Builds one block from spans pushed in block order (trace id ascending), in as many pushes as the
+/// caller likes, so a compaction can stream a merge instead of holding every span at once. Each
+/// push must hold whole traces, with trace ids above those of earlier pushes.
+pub struct BlockWriter {
+    tenant: Tenant,
+    rows_per_group: usize,
+    writer: ArrowWriter<Vec<u8>>,
+    bloom: Bloom,
+    trace_count: u64,
+    span_count: u64,
+    last: Option<[u8; 16]>,
+    min_start: u64,
+    max_start: u64,
+    services: BTreeSet<String>,
+    operations: BTreeSet<OperationMeta>,
+    /// Hashes of (service, operation, kind) already in `operations`: skips an allocation per span.
+    operation_hashes: HashSet<u64>,
+    spills: BTreeSet<&'static str>,
+    resources_seen: HashSet<usize>,
+    row_groups: Vec<RowGroupMeta>,
+}
+
+impl BlockWriter {
+    /// `expected_spans` sizes the trace-id bloom filter.
+    pub fn new(
+        tenant: &Tenant,
+        rows_per_group: usize,
+        expected_spans: usize,
+    ) -> Result<Self, StoreError> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_dictionary_enabled(true)
+            .set_max_row_group_row_count(None)
+            .set_max_row_group_bytes(None)
+            .set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: false,
+            }]))
+            .set_created_by(format!("clew {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Self {
+            tenant: tenant.clone(),
+            rows_per_group: rows_per_group.max(1),
+            writer: ArrowWriter::try_new(Vec::new(), schema::schema(), Some(props))?,
+            bloom: Bloom::with_capacity(expected_spans.max(1)),
+            trace_count: 0,
+            span_count: 0,
+            last: None,
+            min_start: u64::MAX,
+            max_start: 0,
+            services: BTreeSet::new(),
+            operations: BTreeSet::new(),
+            operation_hashes: HashSet::new(),
+            spills: BTreeSet::new(),
+            resources_seen: HashSet::new(),
+            row_groups: Vec::new(),
+        })
     }
 
-    let rows_per_group = rows_per_group.max(1);
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_dictionary_enabled(true)
-        .set_max_row_group_row_count(None)
-        .set_max_row_group_bytes(None)
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: 0,
-            descending: false,
-            nulls_first: false,
-        }]))
-        .set_created_by(format!("clew {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    let mut buf = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buf, schema::schema(), Some(props))?;
-    let mut row_groups = Vec::new();
-    // Row groups are cut here, never by the writer (its caps are off), and never split a trace,
-    // so a trace lookup reads one row group.
-    let mut start = 0;
-    while start < sorted.len() {
-        let mut end = (start + rows_per_group).min(sorted.len());
-        while end < sorted.len()
-            && end > start
-            && trace_id_of(sorted[end]) == trace_id_of(sorted[end - 1])
-        {
-            end += 1;
-        }
-        let chunk = &sorted[start..end];
-        writer.write(&schema::to_record_batch(chunk)?)?;
-        writer.flush()?;
-        row_groups.push(RowGroupMeta {
-            first_trace_id: hex::encode(trace_id_of(chunk[0])),
-            last_trace_id: hex::encode(trace_id_of(chunk[chunk.len() - 1])),
-            rows: chunk.len() as u64,
-        });
-        start = end;
+    pub fn span_count(&self) -> u64 {
+        self.span_count
     }
-    writer.close()?;
 
-    let meta = BlockMeta {
-        format_version: FORMAT_VERSION,
-        block_id: uuid::Uuid::now_v7().to_string(),
-        tenant: tenant.as_str().to_string(),
-        day: day_of(min_start),
-        min_start_unix_nano: min_start,
-        max_start_unix_nano: max_start,
-        span_count: sorted.len() as u64,
-        trace_count,
-        services: services.into_iter().collect(),
-        operations: operations.into_iter().collect(),
-        size_bytes: buf.len() as u64,
-        row_groups,
-        encryption_key_id: None,
-        compacted_from,
-        created_unix_nano: now_nanos(),
-    };
-    let dir = meta.dir();
-    storage.put(&dir.clone().join(DATA_FILE), buf).await?;
-    storage
-        .put(&dir.clone().join(BLOOM_FILE), bloom.to_bytes())
-        .await?;
-    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Corrupt {
-        what: "block meta".into(),
-        detail: e.to_string(),
-    })?;
-    storage.put(&dir.clone().join(META_FILE), meta_json).await?;
-    Block::from_parts(meta, bloom)
+    /// Appends spans already in block order (see [`sort_for_block`]).
+    pub fn push_sorted(&mut self, sorted: &[&FlatSpan]) -> Result<(), StoreError> {
+        use std::hash::{Hash, Hasher};
+        for s in sorted {
+            let id = trace_id_of(s);
+            if self.last != Some(id) {
+                self.trace_count += 1;
+                self.bloom.insert(&TraceId(id));
+                self.last = Some(id);
+            }
+            let start = s.span.start_time_unix_nano;
+            self.min_start = self.min_start.min(start);
+            self.max_start = self.max_start.max(start);
+            // Allocate only for new entries: this loop runs once per span.
+            let service = s.service_name();
+            if !self.services.contains(service) {
+                self.services.insert(service.to_string());
+            }
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (service, s.span.name.as_str(), s.span.kind).hash(&mut h);
+            if self.operation_hashes.insert(h.finish()) {
+                self.operations.insert(OperationMeta {
+                    service: service.to_string(),
+                    name: s.span.name.clone(),
+                    kind: s.span.kind,
+                });
+            }
+            schema::span_dedicated_spills(&s.span, &mut self.spills);
+            if self
+                .resources_seen
+                .insert(Arc::as_ptr(&s.resource) as usize)
+            {
+                schema::resource_dedicated_spills(&s.resource, &mut self.spills);
+            }
+        }
+        // Row groups are cut here, never by the writer (its caps are off), and never split a
+        // trace, so a trace lookup reads one row group.
+        let mut start = 0;
+        while start < sorted.len() {
+            let mut end = (start + self.rows_per_group).min(sorted.len());
+            while end < sorted.len()
+                && end > start
+                && trace_id_of(sorted[end]) == trace_id_of(sorted[end - 1])
+            {
+                end += 1;
+            }
+            let chunk = &sorted[start..end];
+            self.writer.write(&schema::to_record_batch(chunk)?)?;
+            self.writer.flush()?;
+            self.row_groups.push(RowGroupMeta {
+                first_trace_id: hex::encode(trace_id_of(chunk[0])),
+                last_trace_id: hex::encode(trace_id_of(chunk[chunk.len() - 1])),
+                rows: chunk.len() as u64,
+            });
+            start = end;
+        }
+        self.span_count += sorted.len() as u64;
+        Ok(())
+    }
+
+    /// Writes data, bloom, then meta (last: it makes the block visible).
+    pub async fn finish(
+        self,
+        storage: &Storage,
+        compacted_from: Vec<String>,
+    ) -> Result<Block, StoreError> {
+        let buf = self.writer.into_inner()?;
+        let min_start = if self.span_count == 0 {
+            0
+        } else {
+            self.min_start
+        };
+        let meta = BlockMeta {
+            format_version: FORMAT_VERSION,
+            block_id: uuid::Uuid::now_v7().to_string(),
+            tenant: self.tenant.as_str().to_string(),
+            day: day_of(min_start),
+            min_start_unix_nano: min_start,
+            max_start_unix_nano: self.max_start,
+            span_count: self.span_count,
+            trace_count: self.trace_count,
+            services: self.services.into_iter().collect(),
+            operations: self.operations.into_iter().collect(),
+            size_bytes: buf.len() as u64,
+            row_groups: self.row_groups,
+            encryption_key_id: None,
+            compacted_from,
+            created_unix_nano: now_nanos(),
+            dedicated_spills: Some(self.spills.into_iter().map(str::to_string).collect()),
+        };
+        let dir = meta.dir();
+        storage.put(&dir.clone().join(DATA_FILE), buf).await?;
+        storage
+            .put(&dir.clone().join(BLOOM_FILE), self.bloom.to_bytes())
+            .await?;
+        let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Corrupt {
+            what: "block meta".into(),
+            detail: e.to_string(),
+        })?;
+        storage.put(&dir.clone().join(META_FILE), meta_json).await?;
+        Block::from_parts(meta, self.bloom)
+    }
 }
 
 /// Deletes a block's files, meta first so a crash midway leaves no half-visible block.
@@ -559,6 +758,59 @@ mod tests {
         assert_eq!(day_of(0), "1970-01-01");
         assert_eq!(day_of(1_700_000_000_000_000_000), "2023-11-14");
         assert_eq!(day_of(951_782_400_000_000_000), "2000-02-29");
+    }
+
+    /// The column-predicate path answers exactly what the row matcher answers.
+    #[tokio::test]
+    async fn column_search_agrees_with_row_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().to_path_buf()).unwrap();
+        let tenant = Tenant::new("t1").unwrap();
+        let spans: Vec<FlatSpan> = (1..=60u8)
+            .map(|t| {
+                let mut s = schema::tests::rich_span(t, 1, None);
+                s.span.attributes.retain(|kv| kv.key != "http.route");
+                s.span.attributes.push(clew_model::attrs::kv_str(
+                    "http.route",
+                    if t % 3 == 0 { "/a" } else { "/b" },
+                ));
+                s.span.end_time_unix_nano = s.span.start_time_unix_nano + t as u64 * 1000;
+                s
+            })
+            .collect();
+        let refs: Vec<&FlatSpan> = spans.iter().collect();
+        let block = write_block(&storage, &tenant, &refs, 16, vec![])
+            .await
+            .unwrap();
+        assert_eq!(block.meta.dedicated_spills, Some(vec![]));
+        let queries = [
+            vec![("http.route", "/a")],
+            vec![("http.route", "/b"), ("http.response.status_code", "200")],
+            vec![("http.response.status_code", "0200")],
+            vec![("http.request.method", "POST")],
+        ];
+        for attrs in queries {
+            for min in [None, Some(30_000)] {
+                let q = SearchQuery {
+                    attributes: attrs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    min_duration_nanos: min,
+                    service: Some("checkout".into()),
+                    ..Default::default()
+                };
+                let cq = ColumnQuery::compile(&q).expect("compiles");
+                let by_columns = block.search_columns(&storage, cq).await.unwrap();
+                let by_rows = block.search_rows(&storage, &q).await.unwrap();
+                assert_eq!(by_columns, by_rows, "{q:?}");
+            }
+        }
+        let q = SearchQuery {
+            attributes: vec![("http.route".into(), "/a".into())],
+            ..Default::default()
+        };
+        assert_eq!(block.search(&storage, &q).await.unwrap().len(), 20);
     }
 
     #[tokio::test]

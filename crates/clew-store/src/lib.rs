@@ -33,11 +33,14 @@ pub enum StoreError {
     ShuttingDown,
     #[error("the store is overloaded: {0}")]
     Overloaded(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub mod block;
 pub mod bloom;
 pub mod catalog;
+pub mod column_filter;
 pub mod file_reader;
 pub mod head;
 pub mod matcher;

@@ -81,6 +81,41 @@ pub const DEDICATED: &[(&str, &str, DedicatedType)] = &[
     ),
 ];
 
+/// Dedicated keys of `span` whose value does not land in the dedicated column (another type, or a
+/// repeated key), so searches on them must also look at the generic list.
+pub fn span_dedicated_spills(span: &Span, out: &mut std::collections::BTreeSet<&'static str>) {
+    let mut taken = [false; 16];
+    for kv in &span.attributes {
+        if let Some(i) = dedicated_index(&kv.key) {
+            let fits = matches!(
+                (
+                    DEDICATED[i].2,
+                    kv.value.as_ref().and_then(|v| v.value.as_ref())
+                ),
+                (DedicatedType::Str, Some(Value::StringValue(_)))
+                    | (DedicatedType::Int, Some(Value::IntValue(_)))
+            );
+            if fits && !taken.get(i).copied().unwrap_or(true) {
+                taken[i] = true;
+            } else {
+                out.insert(DEDICATED[i].0);
+            }
+        }
+    }
+}
+
+/// Dedicated keys present as resource attributes (a search falls back to the resource).
+pub fn resource_dedicated_spills(
+    resource: &clew_model::otlp::resource::Resource,
+    out: &mut std::collections::BTreeSet<&'static str>,
+) {
+    for kv in &resource.attributes {
+        if let Some(i) = dedicated_index(&kv.key) {
+            out.insert(DEDICATED[i].0);
+        }
+    }
+}
+
 pub fn dedicated_index(key: &str) -> Option<usize> {
     DEDICATED.iter().position(|(k, _, _)| *k == key)
 }

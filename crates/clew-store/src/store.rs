@@ -9,6 +9,7 @@ use crate::metrics::StoreMetrics;
 use crate::storage::Storage;
 use crate::wal::{ReplayReport, Sealed, Wal};
 use crate::StoreError;
+
 use clew_model::{FlatSpan, SinkError, SpanBatch, SpanSink, Tenant, TraceId};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use parking_lot::RwLock;
@@ -31,6 +32,9 @@ pub struct StoreConfig {
     /// Appends are refused (retryably) while the head holds more spans than this.
     pub max_head_spans: usize,
     pub compaction: CompactionConfig,
+    /// Spans per slice of a streaming compaction merge: bounds its memory (a decoded span takes
+    /// about 2 KiB).
+    pub merge_slice_spans: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +67,7 @@ impl StoreConfig {
             rows_per_row_group: 8192,
             max_head_spans: 4_000_000,
             compaction: CompactionConfig::default(),
+            merge_slice_spans: 500_000,
         }
     }
 }
@@ -76,7 +81,9 @@ struct Inner {
     blocks: RwLock<BTreeMap<Tenant, Vec<BlockRef>>>,
     /// Sealed generations whose blocks are not written yet, oldest first.
     pending: Mutex<Vec<Sealed>>,
-    /// Serializes flushes and compactions against each other.
+    /// Serializes compactions.
+    compaction: tokio::sync::Mutex<()>,
+    /// Serializes flushes.
     maintenance: Mutex<()>,
     metrics: StoreMetrics,
     stop: watch::Sender<bool>,
@@ -156,6 +163,7 @@ impl Store {
                 blocks: RwLock::new(by_tenant),
                 pending: Mutex::new(Vec::new()),
                 maintenance: Mutex::new(()),
+                compaction: tokio::sync::Mutex::new(()),
                 metrics,
                 stop,
             }),
@@ -265,7 +273,10 @@ impl Store {
     /// One compaction pass: per tenant-day, merges small blocks (deduplicating spans).
     /// Returns the number of blocks written.
     pub async fn compact_once(&self) -> Result<usize, StoreError> {
-        let _m = self.inner.maintenance.lock().await;
+        // Not the flush lock: a long merge must never stop the head from being flushed (the head
+        // would fill and ingest would stall). Flushes only add blocks; the merge swaps its inputs
+        // for its output in one step under the block-list lock.
+        let _c = self.inner.compaction.lock().await;
         let cfg = self.inner.cfg.compaction.clone();
         let snapshot: Vec<(Tenant, Vec<BlockRef>)> = self
             .inner
@@ -306,33 +317,44 @@ impl Store {
         Ok(written)
     }
 
+    /// Merges blocks into one, streaming: the trace-id space is cut into slices of about
+    /// `merge_slice_spans`, and each slice is read from every input (only the row groups
+    /// that overlap it), deduplicated, sorted and appended to the output. Memory stays bounded by
+    /// one slice whatever the size of the inputs.
     async fn merge_blocks(&self, tenant: &Tenant, chosen: &[BlockRef]) -> Result<(), StoreError> {
-        let mut spans: Vec<FlatSpan> = Vec::new();
+        let total: u64 = chosen.iter().map(|b| b.meta.span_count).sum();
+        let slices = total
+            .div_ceil(self.inner.cfg.merge_slice_spans.max(1))
+            .max(1);
+        let width = u64::MAX / slices;
+        let mut writer =
+            block::BlockWriter::new(tenant, self.inner.cfg.rows_per_row_group, total as usize)?;
+        let mut duplicates = 0u64;
         let mut cache = crate::schema::DecodeCache::default();
-        for b in chosen {
-            b.scan(&self.inner.storage, None, None, |batch| {
-                spans.extend(crate::schema::rows_to_spans(
-                    batch,
-                    0..batch.num_rows(),
-                    &mut cache,
-                )?);
-                Ok(())
-            })
-            .await?;
+        for i in 0..slices {
+            let lo = i * width;
+            let hi = if i + 1 == slices {
+                u64::MAX
+            } else {
+                (i + 1) * width - 1
+            };
+            let mut spans: Vec<FlatSpan> = Vec::new();
+            for b in chosen {
+                b.read_range(&self.inner.storage, lo, hi, &mut cache, &mut spans)
+                    .await?;
+            }
+            let before = spans.len();
+            let mut seen = HashSet::new();
+            let mut unique: Vec<&FlatSpan> =
+                spans.iter().filter(|s| seen.insert(dedup_key(s))).collect();
+            duplicates += (before - unique.len()) as u64;
+            block::sort_for_block(&mut unique);
+            writer.push_sorted(&unique)?;
+            // Decode caches key resources by content; drop them between slices to stay bounded.
+            cache = crate::schema::DecodeCache::default();
         }
-        let before = spans.len();
-        let mut seen = HashSet::new();
-        let unique: Vec<&FlatSpan> = spans.iter().filter(|s| seen.insert(dedup_key(s))).collect();
-        let duplicates = (before - unique.len()) as u64;
         let ids: Vec<String> = chosen.iter().map(|b| b.meta.block_id.clone()).collect();
-        let merged = block::write_block(
-            &self.inner.storage,
-            tenant,
-            &unique,
-            self.inner.cfg.rows_per_row_group,
-            ids.clone(),
-        )
-        .await?;
+        let merged = writer.finish(&self.inner.storage, ids.clone()).await?;
         tracing::info!(tenant = %tenant, merged = ids.len(), spans = merged.meta.span_count, duplicates, "compacted blocks");
         // Swap the index in one step: readers see either the old blocks or the new one.
         {
@@ -499,13 +521,20 @@ impl TraceReader for Store {
             .into_iter()
             .filter(|b| b.may_match(q))
             .collect();
+        // One task per block so scans decode on every core (futures polled by one task would
+        // share a thread).
         let scans = blocks.into_iter().map(|b| {
             let storage = self.inner.storage.clone();
             let q = q.clone();
-            async move { b.search(&storage, &q).await }
+            async move {
+                tokio::spawn(async move { b.search(&storage, &q).await })
+                    .await
+                    .map_err(|e| StoreError::Internal(format!("block search task failed: {e}")))?
+            }
         });
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let found: Vec<HashMap<TraceId, u64>> = stream::iter(scans)
-            .buffer_unordered(2)
+            .buffer_unordered(parallel)
             .try_collect()
             .await?;
         for m in found {
