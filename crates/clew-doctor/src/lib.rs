@@ -5,34 +5,58 @@
 //! every span before any sampling decision.
 //!
 //! May depend on: `clew-model`, `clew-pipeline`'s `Processor` trait, `clew-store`'s read API
-//! (`TraceReader`), `clew-query`'s tenant helper. Must not write to the store.
+//! (`TraceReader`). Must not write to the store.
+//!
+//! * [`analyze_trace`]: one trace → warnings by span, skew adjustments, critical path, self
+//!   times, per-service contributions.
+//! * [`analyze_window`]: many traces → aggregated [`Finding`]s.
+//! * [`ServiceGraph`]: the ingest-path processor (service graph + span metrics).
+//! * [`router`]: `/api/doctor/findings`, `/api/doctor/traces/{id}`, `/api/doctor/service-graph`.
 
-use clew_model::{SinkError, SpanBatch};
-use clew_pipeline::{ProcessOutcome, Processor};
+mod analysis;
+mod findings;
+mod graph;
+mod http;
+mod model;
+
+pub use analysis::{
+    analyze_trace, CriticalPathSegment, OrphanSpan, ServiceContribution, SkewEvent, TraceAnalysis,
+    TraceOptions,
+};
+pub use findings::{analyze_window, Finding, FindingKind, WindowOptions, WindowReport};
+pub use graph::{
+    adjusted_count, global_edge_table, graph_from_traces, parse_threshold, EdgeTable, GraphEdge,
+    GraphJson, GraphNode, ServiceGraph, ServiceGraphConfig, WeightedHistogram, LATENCY_BUCKETS,
+    MAX_SPANMETRICS_SERIES, OVERFLOW_SPAN_NAME,
+};
+pub use http::{collect_traces, tenant_from_headers, DEFAULT_TRACE_LIMIT, MAX_TRACE_LIMIT};
+pub use model::kind_name;
+
 use clew_store::TraceReader;
-use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
-/// HTTP API for the UI under `/api/doctor/...`; tenant from `tenant_header`.
-pub fn router(_reader: Arc<dyn TraceReader>, _tenant_header: &str) -> axum::Router {
-    axum::Router::new()
+/// HTTP API for the UI under `/api/doctor/...`; tenant from `tenant_header`. The service graph
+/// is served from the process-wide edge table that [`ServiceGraph::new`] feeds, or computed from
+/// stored traces when that table does not cover the requested window.
+pub fn router(reader: Arc<dyn TraceReader>, tenant_header: &str) -> axum::Router {
+    http::router(reader, tenant_header)
 }
 
-/// Service graph and span (RED) metrics, computed from every span that enters the pipeline.
-/// Runs first in the pipeline, so it sees spans before sampling drops them; forwards everything.
-pub struct ServiceGraph {}
-
-impl ServiceGraph {
-    pub fn new(_registry: &mut Registry) -> Self {
-        Self {}
-    }
+/// [`router`] with an explicit edge table (e.g. [`ServiceGraph::graph_handle`]).
+pub fn router_with_graph(
+    reader: Arc<dyn TraceReader>,
+    tenant_header: &str,
+    table: Arc<EdgeTable>,
+) -> axum::Router {
+    http::router_with_table(reader, tenant_header, table)
 }
 
-impl Processor for ServiceGraph {
-    fn name(&self) -> &str {
-        "service_graph"
-    }
-    fn process(&self, batch: SpanBatch) -> Result<ProcessOutcome, SinkError> {
-        Ok(ProcessOutcome::Forward(batch))
-    }
+pub(crate) fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,7 @@
 //! speak: routes, parameter parsing, and the `{data, total, limit, offset, errors}` envelope.
 
 use crate::common::{fetch_traces, now_unix_nanos, ApiError, AppState, MAX_TRACES_PER_SEARCH};
-use crate::jaeger_json::{span_kind_name, to_jaeger_trace, Trace};
+use crate::jaeger_json::{span_kind_name, to_jaeger_trace_with_warnings, Trace};
 use crate::params::{self, ParamError, QueryParams};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -246,7 +246,7 @@ async fn search(
         let mut errors = Vec::new();
         for id in parsed {
             let spans = st.reader.trace(&tenant, id).await.map_err(ApiError::from)?;
-            match to_jaeger_trace(&spans) {
+            match to_jaeger_trace_with_warnings(&spans) {
                 Some(trace) => data.push(trace),
                 None => errors.push(StructuredError {
                     code: 404,
@@ -281,7 +281,7 @@ async fn search(
         .map_err(ApiError::from)?;
     let data: Vec<Trace> = traces
         .iter()
-        .filter_map(|spans| to_jaeger_trace(spans))
+        .filter_map(|spans| to_jaeger_trace_with_warnings(spans))
         .collect();
     let n = data.len();
     Ok(ok(data, n))
@@ -297,8 +297,8 @@ async fn get_trace(
         id.map_err(|e| ApiError::BadRequest(format!("unable to parse param 'traceID': {e}")))?;
     let id = params::parse_trace_id(&id).map_err(|e| bad_param("traceID", e))?;
     let spans = st.reader.trace(&tenant, id).await.map_err(ApiError::from)?;
-    let trace =
-        to_jaeger_trace(&spans).ok_or_else(|| ApiError::NotFound("trace not found".into()))?;
+    let trace = to_jaeger_trace_with_warnings(&spans)
+        .ok_or_else(|| ApiError::NotFound("trace not found".into()))?;
     Ok(ok(vec![trace], 1))
 }
 

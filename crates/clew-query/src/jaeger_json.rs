@@ -338,6 +338,38 @@ pub fn to_jaeger_trace(spans: &[FlatSpan]) -> Option<Trace> {
     })
 }
 
+/// Fills the spans' `warnings` from the trace doctor (orphans — "parent span X not in trace" —,
+/// extra roots, clock skew, duplicate ids) and applies its clock-skew adjustment to the displayed
+/// times, as Jaeger's query service does with its adjusters. `trace` must come from
+/// [`to_jaeger_trace`] over the same `spans`, in the same order.
+pub fn apply_doctor(trace: &mut Trace, spans: &[FlatSpan]) {
+    let analysis = clew_doctor::analyze_trace(spans, &clew_doctor::TraceOptions::default());
+    if analysis.warnings.is_empty() && analysis.skew_adjustments.is_empty() {
+        return;
+    }
+    for js in &mut trace.spans {
+        if let Some(w) = analysis.warnings.get(&js.span_id) {
+            js.warnings
+                .get_or_insert_with(Vec::new)
+                .extend(w.iter().cloned());
+        }
+        if let Some(&delta) = analysis.skew_adjustments.get(&js.span_id) {
+            let shift = |t: u64| t.saturating_add_signed(delta / 1_000);
+            js.start_time = shift(js.start_time);
+            for log in &mut js.logs {
+                log.timestamp = shift(log.timestamp);
+            }
+        }
+    }
+}
+
+/// [`to_jaeger_trace`] plus [`apply_doctor`]: what the Jaeger API serves.
+pub fn to_jaeger_trace_with_warnings(spans: &[FlatSpan]) -> Option<Trace> {
+    let mut trace = to_jaeger_trace(spans)?;
+    apply_doctor(&mut trace, spans);
+    Some(trace)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,6 +688,61 @@ mod tests {
             })
         );
         assert!(to_jaeger_trace(&[]).is_none());
+    }
+
+    #[test]
+    fn doctor_warnings_and_skew_adjustment() {
+        let scope = Arc::new(InstrumentationScope::default());
+        let res = |svc: &str, host: &str| {
+            Arc::new(Resource {
+                attributes: vec![kv_str("service.name", svc), kv_str("host.name", host)],
+                ..Default::default()
+            })
+        };
+        let (a, b) = (res("a", "h1"), res("b", "h2"));
+        let root = Span {
+            span_id: vec![1; 8],
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_100_000_000,
+            kind: span::SpanKind::Client as i32,
+            ..base_span()
+        };
+        // b's clock is 50 ms behind: starts before its parent.
+        let skewed = Span {
+            span_id: vec![2; 8],
+            parent_span_id: vec![1; 8],
+            start_time_unix_nano: 950_000_000,
+            end_time_unix_nano: 1_030_000_000,
+            kind: span::SpanKind::Server as i32,
+            ..base_span()
+        };
+        let orphan = Span {
+            span_id: vec![3; 8],
+            parent_span_id: vec![9; 8],
+            start_time_unix_nano: 1_010_000_000,
+            end_time_unix_nano: 1_020_000_000,
+            ..base_span()
+        };
+        let spans = vec![
+            flat(&a, &scope, root),
+            flat(&b, &scope, skewed),
+            flat(&a, &scope, orphan),
+        ];
+        let trace = to_jaeger_trace_with_warnings(&spans).expect("trace");
+        assert_eq!(trace.spans[0].warnings, None);
+        let w = trace.spans[1].warnings.clone().unwrap_or_default();
+        assert!(
+            w[0].starts_with("clock skew: span starts 50.000ms before its parent"),
+            "{w:?}"
+        );
+        // Centered in the parent: 1_000 ms + (100 - 80) / 2 ms.
+        assert_eq!(trace.spans[1].start_time, 1_010_000);
+        let w = trace.spans[2].warnings.clone().unwrap_or_default();
+        assert_eq!(
+            w,
+            vec!["parent span 0909090909090909 not in trace (context lost, or the parent span was not exported)".to_string()]
+        );
+        assert_eq!(trace.spans[2].start_time, 1_010_000);
     }
 
     #[test]

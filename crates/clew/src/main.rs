@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod demo;
+mod doctor_cli;
 mod processors;
 mod serve;
 
@@ -30,6 +31,8 @@ enum Command {
     Trace(cli::TraceArgs),
     /// Search traces.
     Search(cli::SearchArgs),
+    /// Find what silently breaks traces (orphans, lost context, clock skew) on a running Clew.
+    Doctor(doctor_cli::DoctorArgs),
     /// Send realistic multi-service demo traffic to a running Clew.
     Demo(demo::DemoArgs),
     /// Configuration tools.
@@ -134,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Trace(args) => cli::trace(args).await,
             Command::Search(args) => cli::search(args).await,
+            Command::Doctor(args) => doctor_cli::run(args).await,
             Command::Demo(args) => {
                 init_logging("warn");
                 demo::run(args).await

@@ -1,0 +1,424 @@
+//! Window analysis: many traces in, aggregated findings out — orphaned spans, split traces,
+//! context lost between services or inside one, clock skew.
+
+use crate::analysis::{analyze_with_facts, is_entry_kind, is_exit_kind, Facts, TraceOptions};
+use crate::model::{
+    self, instance_key, own_names, peer_names, KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER,
+    KIND_SERVER,
+};
+use clew_model::{attrs, FlatSpan};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    OrphanSpans,
+    MultipleRoots,
+    ContextLostBetweenServices,
+    ContextLostInService,
+    ClockSkew,
+}
+
+impl FindingKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FindingKind::OrphanSpans => "orphan_spans",
+            FindingKind::MultipleRoots => "multiple_roots",
+            FindingKind::ContextLostBetweenServices => "context_lost_between_services",
+            FindingKind::ContextLostInService => "context_lost_in_service",
+            FindingKind::ClockSkew => "clock_skew",
+        }
+    }
+}
+
+/// One aggregated problem. Which services are set depends on the kind:
+/// * `orphan_spans`: `to_service` = the service of the orphans (its caller is unknown);
+/// * `multiple_roots`: `to_service` = the service of the extra roots;
+/// * `context_lost_between_services`: `from_service` (CLIENT / PRODUCER side) → `to_service`,
+///   `operation` = the client span's name;
+/// * `context_lost_in_service`: both = the service, `operation` = the span during which the new
+///   trace started (`new_root_operation` names the new trace's root);
+/// * `clock_skew`: `from_service` = the parent's service, `to_service` = the skewed span's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub from_service: Option<String>,
+    pub to_service: Option<String>,
+    pub operation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_root_operation: Option<String>,
+    pub count: u64,
+    /// Traces showing the problem (for context losses: the trace that lost the context).
+    pub example_trace_ids: Vec<String>,
+    /// For context losses: the traces that were started without it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub example_new_trace_ids: Vec<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowReport {
+    pub findings: Vec<Finding>,
+    /// Traces judged (older than the grace period).
+    pub traces_examined: usize,
+    /// Traces left out because a span of theirs ended within the grace period.
+    #[serde(default)]
+    pub traces_too_recent: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowOptions {
+    /// Current time; traces with a span ending after `now - grace` are not judged (their parent
+    /// spans may still be on the way).
+    pub now_unix_nano: u64,
+    pub grace_nanos: u64,
+    pub trace: TraceOptions,
+    /// Slack around a client span's window when matching a root span of the called service.
+    pub match_slack_nanos: u64,
+    /// How long after a PRODUCER span a consumer's new root may start and still be matched.
+    pub messaging_max_lag_nanos: u64,
+    pub max_examples: usize,
+}
+
+impl WindowOptions {
+    pub fn new(now_unix_nano: u64) -> Self {
+        Self {
+            now_unix_nano,
+            grace_nanos: 30_000_000_000,
+            trace: TraceOptions::default(),
+            match_slack_nanos: 5_000_000,
+            messaging_max_lag_nanos: 60_000_000_000,
+            max_examples: 5,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Agg {
+    count: u64,
+    examples: Vec<String>,
+    new_examples: Vec<String>,
+}
+
+impl Agg {
+    fn add(&mut self, trace: &str, new_trace: Option<&str>, max: usize) {
+        self.count += 1;
+        if self.examples.len() < max && !self.examples.iter().any(|t| t == trace) {
+            self.examples.push(trace.to_string());
+        }
+        if let Some(t) = new_trace {
+            if self.new_examples.len() < max && !self.new_examples.iter().any(|x| x == t) {
+                self.new_examples.push(t.to_string());
+            }
+        }
+    }
+}
+
+type Key = (
+    FindingKind,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+struct Judged<'a> {
+    spans: &'a [FlatSpan],
+    facts: Facts,
+    id: String,
+}
+
+fn occurrences(n: u64) -> String {
+    if n == 1 {
+        "1 occurrence".into()
+    } else {
+        format!("{n} occurrences")
+    }
+}
+
+/// Analyzes many traces (each a slice of its spans) and aggregates what is broken.
+pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowReport {
+    let horizon = opts.now_unix_nano.saturating_sub(opts.grace_nanos);
+    let mut too_recent = 0;
+    let mut judged: Vec<Judged> = Vec::new();
+    for t in traces {
+        if t.is_empty() {
+            continue;
+        }
+        let last_end = t
+            .iter()
+            .map(|s| s.span.end_time_unix_nano.max(s.span.start_time_unix_nano))
+            .max()
+            .unwrap_or(0);
+        if last_end > horizon {
+            too_recent += 1;
+            continue;
+        }
+        let (_, facts) = analyze_with_facts(t, &opts.trace);
+        let id = t
+            .iter()
+            .find_map(|s| model::trace_id(&s.span.trace_id))
+            .map(|id| model::trace_id_text(&id))
+            .unwrap_or_default();
+        judged.push(Judged {
+            spans: t,
+            facts,
+            id,
+        });
+    }
+    let max = opts.max_examples;
+    let mut agg: BTreeMap<Key, Agg> = BTreeMap::new();
+
+    // Orphans, extra roots, skew.
+    for j in &judged {
+        for &o in &j.facts.orphans {
+            let s = &j.spans[o];
+            agg.entry((
+                FindingKind::OrphanSpans,
+                None,
+                Some(s.service_name().to_string()),
+                Some(s.span.name.clone()),
+                None,
+            ))
+            .or_default()
+            .add(&j.id, None, max);
+        }
+        if j.facts.roots.len() > 1 {
+            let mut roots = j.facts.roots.clone();
+            roots.sort_by_key(|&r| (j.spans[r].span.start_time_unix_nano, r));
+            for &r in &roots[1..] {
+                let s = &j.spans[r];
+                agg.entry((
+                    FindingKind::MultipleRoots,
+                    None,
+                    Some(s.service_name().to_string()),
+                    Some(s.span.name.clone()),
+                    None,
+                ))
+                .or_default()
+                .add(&j.id, None, max);
+            }
+        }
+        for &(p, c) in &j.facts.skew {
+            let (ps, cs) = (&j.spans[p], &j.spans[c]);
+            agg.entry((
+                FindingKind::ClockSkew,
+                Some(ps.service_name().to_string()),
+                Some(cs.service_name().to_string()),
+                Some(cs.span.name.clone()),
+                None,
+            ))
+            .or_default()
+            .add(&j.id, None, max);
+        }
+    }
+
+    // Candidate new roots: parentless spans of judged traces.
+    // (start, trace index, span index)
+    let mut entry_roots: Vec<(u64, usize, usize)> = Vec::new();
+    let mut other_roots: Vec<(u64, usize, usize)> = Vec::new();
+    for (ti, j) in judged.iter().enumerate() {
+        for &r in &j.facts.roots {
+            let s = &j.spans[r];
+            if !s.span.links.is_empty() {
+                // A new trace linked to others is deliberate (batch consumers, fan-in jobs).
+                continue;
+            }
+            if is_entry_kind(s.span.kind) {
+                entry_roots.push((s.span.start_time_unix_nano, ti, r));
+            } else {
+                other_roots.push((s.span.start_time_unix_nano, ti, r));
+            }
+        }
+    }
+    entry_roots.sort_unstable();
+
+    // Context lost between services: an exit span without a remote child, and a root entry span
+    // of the called service starting inside its window, matched by address.
+    let mut used: HashSet<(usize, usize)> = HashSet::new();
+    let mut own_cache: HashMap<(usize, usize), Vec<String>> = HashMap::new();
+    for (ti, j) in judged.iter().enumerate() {
+        for (ci, c) in j.spans.iter().enumerate() {
+            let kind = c.span.kind;
+            if !is_exit_kind(kind) {
+                continue;
+            }
+            let a = &c.span.attributes;
+            if kind == KIND_CLIENT
+                && (attrs::get_str(a, "db.system").is_some()
+                    || attrs::get_str(a, "db.system.name").is_some())
+            {
+                continue; // databases are not instrumented: no server side is expected
+            }
+            let has_remote_child = j.facts.children[ci].iter().any(|&ch| {
+                let k = j.spans[ch].span.kind;
+                is_entry_kind(k) || j.spans[ch].service_name() != c.service_name()
+            });
+            if has_remote_child {
+                continue;
+            }
+            let peers = peer_names(c);
+            if peers.is_empty() {
+                continue;
+            }
+            let (cs, ce) = (c.span.start_time_unix_nano, c.span.end_time_unix_nano);
+            let lo = cs.saturating_sub(opts.match_slack_nanos);
+            let hi = if kind == KIND_PRODUCER {
+                ce.saturating_add(opts.messaging_max_lag_nanos)
+            } else {
+                ce.saturating_add(opts.match_slack_nanos)
+            };
+            let want = if kind == KIND_PRODUCER {
+                KIND_CONSUMER
+            } else {
+                KIND_SERVER
+            };
+            let first = entry_roots.partition_point(|x| x.0 < lo);
+            let c_inst = instance_key(c);
+            let mut best: Option<(usize, usize)> = None;
+            // Bounded: a client window holding more than this many entry roots is not examined
+            // further (the match is by earliest start, so the first ones matter most).
+            for &(rs, rti, ri) in entry_roots[first..].iter().take(10_000) {
+                if rs > hi {
+                    break;
+                }
+                if rti == ti || used.contains(&(rti, ri)) {
+                    continue;
+                }
+                let r = &judged[rti].spans[ri];
+                if r.span.kind != want || instance_key(r) == c_inst {
+                    continue;
+                }
+                let names = own_cache.entry((rti, ri)).or_insert_with(|| own_names(r));
+                if peers.iter().any(|p| names.contains(p)) {
+                    best = Some((rti, ri));
+                    break; // the earliest matching start
+                }
+            }
+            if let Some((rti, ri)) = best {
+                used.insert((rti, ri));
+                let r = &judged[rti].spans[ri];
+                agg.entry((
+                    FindingKind::ContextLostBetweenServices,
+                    Some(c.service_name().to_string()),
+                    Some(r.service_name().to_string()),
+                    Some(c.span.name.clone()),
+                    None,
+                ))
+                .or_default()
+                .add(&j.id, Some(&judged[rti].id), max);
+            }
+        }
+    }
+
+    // Context lost inside a service: a root that is not an entry span (CLIENT, PRODUCER,
+    // INTERNAL) starting inside a span of another trace on the same service instance.
+    if !other_roots.is_empty() {
+        // Containers from traces that began at an entry span (a request, a message) are
+        // preferred; traces that themselves began without context (a cron job, or another lost
+        // task) are a fall-back, so that a lost task is attributed to the request it came from.
+        let mut entry_rooted = vec![false; judged.len()];
+        for (ti, j) in judged.iter().enumerate() {
+            entry_rooted[ti] = j
+                .facts
+                .roots
+                .iter()
+                .any(|&r| is_entry_kind(j.spans[r].span.kind));
+        }
+        let mut by_instance: HashMap<String, Vec<(u64, u64, usize, usize)>> = HashMap::new();
+        for (ti, j) in judged.iter().enumerate() {
+            for (si, s) in j.spans.iter().enumerate() {
+                by_instance.entry(instance_key(s)).or_default().push((
+                    s.span.start_time_unix_nano,
+                    s.span.end_time_unix_nano,
+                    ti,
+                    si,
+                ));
+            }
+        }
+        for v in by_instance.values_mut() {
+            v.sort_unstable();
+        }
+        for &(rs, rti, ri) in &other_roots {
+            let r = &judged[rti].spans[ri];
+            let Some(cands) = by_instance.get(&instance_key(r)) else {
+                continue;
+            };
+            let upto = cands.partition_point(|x| x.0 <= rs);
+            let mut fallback = None;
+            let mut container = None;
+            for c in cands[..upto].iter().rev().take(10_000) {
+                let &(_, e, ti, _) = c;
+                if ti == rti || e < rs {
+                    continue;
+                }
+                if entry_rooted[ti] {
+                    container = Some(c);
+                    break;
+                }
+                if fallback.is_none() {
+                    fallback = Some(c);
+                }
+            }
+            let container = container.or(fallback);
+            if let Some(&(_, _, pti, psi)) = container {
+                let p = &judged[pti].spans[psi];
+                agg.entry((
+                    FindingKind::ContextLostInService,
+                    Some(p.service_name().to_string()),
+                    Some(r.service_name().to_string()),
+                    Some(p.span.name.clone()),
+                    Some(r.span.name.clone()),
+                ))
+                .or_default()
+                .add(&judged[pti].id, Some(&judged[rti].id), max);
+            }
+        }
+    }
+
+    let mut findings: Vec<Finding> = agg
+        .into_iter()
+        .map(|((kind, from, to, op, new_root), a)| {
+            let f = from.as_deref().unwrap_or("?");
+            let t = to.as_deref().unwrap_or("?");
+            let o = op.as_deref().unwrap_or("?");
+            let n = occurrences(a.count);
+            let message = match kind {
+                FindingKind::OrphanSpans => {
+                    format!("orphaned spans in {t} on {o}: parent span never arrived, {n}")
+                }
+                FindingKind::MultipleRoots => format!(
+                    "trace split: {t} on {o} starts a second root in an existing trace, {n}"
+                ),
+                FindingKind::ContextLostBetweenServices => {
+                    format!("context lost from {f} to {t} on {o}: {n}")
+                }
+                FindingKind::ContextLostInService => format!(
+                    "context lost inside {f} on {o}: new trace '{}' started while it ran, {n}",
+                    new_root.as_deref().unwrap_or("?")
+                ),
+                FindingKind::ClockSkew => {
+                    format!("clock skew between {f} and {t} on {o}: {n}")
+                }
+            };
+            Finding {
+                kind,
+                from_service: from,
+                to_service: to,
+                operation: op,
+                new_root_operation: new_root,
+                count: a.count,
+                example_trace_ids: a.examples,
+                example_new_trace_ids: a.new_examples,
+                message,
+            }
+        })
+        .collect();
+    findings.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
+    WindowReport {
+        findings,
+        traces_examined: judged.len(),
+        traces_too_recent: too_recent,
+    }
+}
