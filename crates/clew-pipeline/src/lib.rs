@@ -19,20 +19,77 @@ pub enum ProcessOutcome {
 
 /// One step of a traces pipeline. Processors are synchronous transformations on a batch; ones that
 /// must hold spans (tail sampling) own their buffering and forward later through their own sink.
+///
+/// Holding processors are built back to front: each gets an `Arc<dyn SpanSink>` for the part of the
+/// pipeline that follows it (see [`Pipeline::build`]) and forwards what it releases there. They must
+/// release everything they hold when [`Processor::shutdown`] is called.
+#[async_trait::async_trait]
 pub trait Processor: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn process(&self, batch: SpanBatch) -> Result<ProcessOutcome, SinkError>;
+
+    /// Releases everything the processor holds (decides and forwards buffered traces) and returns
+    /// once it has been handed downstream. Called once on shutdown, in pipeline order, before the
+    /// store's final flush. Stateless processors need not implement it.
+    async fn shutdown(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
+
+/// Builds a processor given the sink for everything after it in the pipeline.
+pub type ProcessorFactory =
+    Box<dyn FnOnce(Arc<dyn SpanSink>) -> Result<Box<dyn Processor>, String> + Send>;
 
 /// Processors in order, then a sink.
 pub struct Pipeline {
-    processors: Vec<Box<dyn Processor>>,
+    processors: Vec<Arc<dyn Processor>>,
     sink: Arc<dyn SpanSink>,
 }
 
 impl Pipeline {
     pub fn new(processors: Vec<Box<dyn Processor>>, sink: Arc<dyn SpanSink>) -> Self {
-        Self { processors, sink }
+        Self {
+            processors: processors.into_iter().map(Arc::from).collect(),
+            sink,
+        }
+    }
+
+    /// Builds a pipeline back to front: the last factory is called first with `sink`, and each
+    /// earlier factory gets a pipeline of the processors after it ending in `sink` — what a holding
+    /// processor (tail sampling) forwards its kept traces into.
+    pub fn build(
+        factories: Vec<ProcessorFactory>,
+        sink: Arc<dyn SpanSink>,
+    ) -> Result<Self, String> {
+        let mut built: Vec<Arc<dyn Processor>> = Vec::new();
+        for f in factories.into_iter().rev() {
+            let downstream: Arc<dyn SpanSink> = Arc::new(Pipeline {
+                processors: built.clone(),
+                sink: sink.clone(),
+            });
+            let p = f(downstream)?;
+            built.insert(0, Arc::from(p));
+        }
+        Ok(Self {
+            processors: built,
+            sink,
+        })
+    }
+
+    /// Shuts the processors down in order: a holding processor forwards what it holds through the
+    /// processors after it, which are still running. Call before the sink's own final flush.
+    pub async fn shutdown(&self) -> Result<(), SinkError> {
+        let mut first_err = None;
+        for p in &self.processors {
+            if let Err(e) = p.shutdown().await {
+                tracing::error!(processor = p.name(), error = %e, "processor shutdown failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     pub fn processor_names(&self) -> Vec<&str> {
@@ -135,5 +192,46 @@ mod tests {
         p.consume(batch()).await.unwrap();
         assert!(sink.0.lock().unwrap().is_empty());
         assert_eq!(p.processor_names(), vec!["drop", "rename"]);
+    }
+
+    /// Holds every batch and forwards it downstream on shutdown.
+    struct Hold(Arc<dyn SpanSink>, Mutex<Vec<SpanBatch>>);
+    #[async_trait::async_trait]
+    impl Processor for Hold {
+        fn name(&self) -> &str {
+            "hold"
+        }
+        fn process(&self, batch: SpanBatch) -> Result<ProcessOutcome, SinkError> {
+            self.1.lock().unwrap().push(batch);
+            Ok(ProcessOutcome::Consumed)
+        }
+        async fn shutdown(&self) -> Result<(), SinkError> {
+            let held = std::mem::take(&mut *self.1.lock().unwrap());
+            for b in held {
+                self.0.consume(b).await?;
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn built_back_to_front_holding_processor_forwards_through_the_rest() {
+        let sink = Arc::new(Collect::default());
+        let factories: Vec<ProcessorFactory> = vec![
+            Box::new(|_| Ok(Box::new(Rename) as Box<dyn Processor>)),
+            Box::new(|down| Ok(Box::new(Hold(down, Mutex::new(Vec::new()))) as Box<dyn Processor>)),
+            Box::new(|_| Ok(Box::new(Rename) as Box<dyn Processor>)),
+        ];
+        let p = Pipeline::build(factories, sink.clone()).unwrap();
+        assert_eq!(p.processor_names(), vec!["rename", "hold", "rename"]);
+        p.consume(batch()).await.unwrap();
+        assert!(sink.0.lock().unwrap().is_empty(), "held");
+        p.shutdown().await.unwrap();
+        let got = sink.0.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].resource_spans[0].scope_spans[0].spans[0].name, "renamed-renamed-a",
+            "the held batch went through the processor after the holder only"
+        );
     }
 }

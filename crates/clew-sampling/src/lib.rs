@@ -5,3 +5,14 @@
 //! the Jaeger-compatible remote/adaptive sampling strategies served to SDKs.
 //!
 //! May depend on: `clew-model`, `clew-pipeline`. Must not depend on receivers or the store.
+
+pub mod cache;
+pub mod consistent;
+pub mod dynamic;
+pub mod policy;
+pub mod remote;
+pub mod tail;
+
+pub use consistent::{ProbabilisticSampler, ProbabilisticSamplerConfig};
+pub use remote::{Adaptive, AdaptiveConfig, RootSpanCounter, StrategiesFile, StrategySource};
+pub use tail::{PartitionState, TailCore, TailSampler, TailSamplingConfig, NUM_PARTITIONS};

@@ -1,6 +1,11 @@
 //! `clew.yaml`: configuration in the OpenTelemetry Collector's style (receivers, storage, query,
 //! tenancy, service sections). Unknown keys are errors; every error names the file, the key path and
 //! the fix.
+//!
+//! Processors are named like the Collector's (`tail_sampling/errors`: type before the `/`), defined
+//! under `processors:` and run in the order `service.pipelines.traces.processors` lists them.
+//! Extensions (`jaeger_remote_sampling`) are defined under `extensions:` and enabled by
+//! `service.extensions`.
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Deserializer};
@@ -12,12 +17,72 @@ use std::time::Duration;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub receivers: Receivers,
-    /// Named processors; none ship yet (sampling and redaction come in their own issues).
+    /// Named processors (`TYPE` or `TYPE/NAME`), parsed and validated into `processor_configs`.
     pub processors: serde_yaml::Mapping,
+    pub extensions: Extensions,
     pub storage: Storage,
     pub query: Query,
     pub tenancy: Tenancy,
     pub service: Service,
+    /// The processors of the traces pipeline, in pipeline order (filled in by validation).
+    #[serde(skip)]
+    pub processor_configs: Vec<(String, ProcessorConfig)>,
+    /// Problems worth a warning that do not stop start-up (e.g. a processor referenced nowhere).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// A configured processor.
+#[derive(Debug, Clone)]
+pub enum ProcessorConfig {
+    TailSampling(clew_sampling::TailSamplingConfig),
+    ProbabilisticSampler(clew_sampling::ProbabilisticSamplerConfig),
+}
+
+pub const PROCESSOR_TYPES: &[&str] = &["tail_sampling", "probabilistic_sampler"];
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Extensions {
+    /// Jaeger-compatible remote sampling for SDKs (`GET /sampling?service=S`).
+    #[serde(alias = "jaegerremotesampling")]
+    pub jaeger_remote_sampling: Option<RemoteSampling>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSampling {
+    #[serde(default = "default_remote_http")]
+    pub http: Endpoint,
+    pub source: RemoteSource,
+    /// The strategies file's contents, read and validated at load (file source only).
+    #[serde(skip)]
+    pub strategies: Option<clew_sampling::StrategiesFile>,
+    /// The strategies file's resolved path.
+    #[serde(skip)]
+    pub strategies_path: Option<PathBuf>,
+}
+
+fn default_remote_http() -> Endpoint {
+    Endpoint {
+        endpoint: addr("127.0.0.1:5778"),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSource {
+    /// Jaeger `strategies.json` (relative paths are resolved against the config file's folder).
+    pub file: Option<PathBuf>,
+    /// Adaptive per-operation probabilities from observed root spans.
+    pub adaptive: Option<clew_sampling::AdaptiveConfig>,
+    /// Re-read the strategies file this often (e.g. "30s"); off when absent.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub reload_interval: Option<Duration>,
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +262,22 @@ impl Default for Tenancy {
 #[serde(deny_unknown_fields, default)]
 pub struct Service {
     pub telemetry: Telemetry,
+    pub pipelines: Pipelines,
+    /// Enabled extensions, by name (e.g. `[jaeger_remote_sampling]`).
+    pub extensions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pipelines {
+    pub traces: TracesPipeline,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesPipeline {
+    /// Processor names from `processors:`, in the order they run.
+    pub processors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -252,7 +333,50 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the config file", path.display()))?;
-        Self::parse(&text, &path.display().to_string())
+        let mut cfg = Self::parse(&text, &path.display().to_string())?;
+        let origin = path.display().to_string();
+        if let Some(rs) = cfg.remote_sampling_mut() {
+            if let Some(file) = rs.source.file.clone() {
+                let full = if file.is_relative() {
+                    path.parent().unwrap_or(Path::new(".")).join(&file)
+                } else {
+                    file.clone()
+                };
+                let text = std::fs::read_to_string(&full).with_context(|| {
+                    format!("{origin}: key `extensions.jaeger_remote_sampling.source.file`: cannot read {} (fix: point it at a Jaeger strategies.json)", full.display())
+                })?;
+                let f = clew_sampling::StrategiesFile::parse(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{origin}: key `extensions.jaeger_remote_sampling.source.file`: {}: {e}",
+                        full.display()
+                    )
+                })?;
+                rs.strategies = Some(f);
+                rs.strategies_path = Some(full);
+            }
+        }
+        for w in &cfg.warnings {
+            eprintln!("{origin}: warning: {w}");
+        }
+        Ok(cfg)
+    }
+
+    /// The remote sampling extension, if defined and enabled in `service.extensions`.
+    pub fn remote_sampling(&self) -> Option<&RemoteSampling> {
+        let enabled = self
+            .service
+            .extensions
+            .iter()
+            .any(|e| e == "jaeger_remote_sampling" || e == "jaegerremotesampling");
+        self.extensions
+            .jaeger_remote_sampling
+            .as_ref()
+            .filter(|_| enabled)
+    }
+
+    fn remote_sampling_mut(&mut self) -> Option<&mut RemoteSampling> {
+        self.remote_sampling()?;
+        self.extensions.jaeger_remote_sampling.as_mut()
     }
 
     /// Parses and validates YAML text; `origin` names the file in errors.
@@ -261,7 +385,7 @@ impl Config {
             return Ok(Self::default());
         }
         let de = serde_yaml::Deserializer::from_str(text);
-        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner().to_string();
             let hint = if inner.contains("unknown field") {
@@ -271,18 +395,143 @@ impl Config {
             };
             anyhow::anyhow!("{origin}: key `{key}`: {inner}{hint}")
         })?;
+        cfg.validate_processors()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
-        if let Some((name, _)) = self.processors.iter().next() {
-            bail!(
-                "key `processors.{}`: unknown processor (fix: remove it; no processors are available in this version)",
-                name.as_str().unwrap_or("?")
-            );
+    /// Parses every named processor by its type, checks the traces pipeline's references, and
+    /// fills `processor_configs` in pipeline order.
+    fn validate_processors(&mut self) -> anyhow::Result<()> {
+        fn sub<T: serde::de::DeserializeOwned>(
+            key: &str,
+            value: &serde_yaml::Value,
+        ) -> anyhow::Result<T> {
+            let value = match value {
+                serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
+                v => v.clone(),
+            };
+            serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                let full = if path == "." || path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{key}.{path}")
+                };
+                let hint = if inner.contains("unknown field") {
+                    " (fix: correct the spelling to one of the keys listed)"
+                } else if inner.contains("missing field") {
+                    " (fix: add the missing key)"
+                } else if inner.contains("invalid type") {
+                    " (fix: give a value of the type named)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("key `{full}`: {inner}{hint}")
+            })
         }
+        let mut defined: Vec<(String, ProcessorConfig)> = Vec::new();
+        for (name, value) in &self.processors {
+            let Some(name) = name.as_str() else {
+                bail!("key `processors`: processor names must be strings (fix: e.g. `tail_sampling/errors:`)");
+            };
+            let key = format!("processors.{name}");
+            let ty = name.split('/').next().unwrap_or_default();
+            if name.split('/').nth(1).is_some_and(str::is_empty) {
+                bail!("key `{key}`: empty name after `/` (fix: e.g. `{ty}/errors`)");
+            }
+            let pc = match ty {
+                "tail_sampling" => {
+                    let c: clew_sampling::TailSamplingConfig = sub(&key, value)?;
+                    c.compile()
+                        .map_err(|(k, m)| anyhow::anyhow!("key `{key}.{k}`: {m}"))?;
+                    ProcessorConfig::TailSampling(c)
+                }
+                "probabilistic_sampler" => {
+                    let c: clew_sampling::ProbabilisticSamplerConfig = sub(&key, value)?;
+                    c.validate()
+                        .map_err(|(k, m)| anyhow::anyhow!("key `{key}.{k}`: {m}"))?;
+                    ProcessorConfig::ProbabilisticSampler(c)
+                }
+                other => bail!(
+                    "key `{key}`: unknown processor type {other:?} (fix: one of {}; the type is the part before `/`)",
+                    PROCESSOR_TYPES.join(", ")
+                ),
+            };
+            defined.push((name.to_string(), pc));
+        }
+        let mut ordered = Vec::new();
+        for (i, name) in self.service.pipelines.traces.processors.iter().enumerate() {
+            let key = format!("service.pipelines.traces.processors[{i}]");
+            if self.service.pipelines.traces.processors[..i].contains(name) {
+                bail!("key `{key}`: processor `{name}` is listed twice (fix: list each processor once)");
+            }
+            match defined.iter().find(|(n, _)| n == name) {
+                Some((n, c)) => ordered.push((n.clone(), c.clone())),
+                None => {
+                    let known: Vec<&str> = defined.iter().map(|(n, _)| n.as_str()).collect();
+                    bail!(
+                        "key `{key}`: processor `{name}` is not defined (fix: define it under `processors:`{})",
+                        if known.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" or use one of {}", known.join(", "))
+                        }
+                    );
+                }
+            }
+        }
+        for (n, _) in &defined {
+            if !self.service.pipelines.traces.processors.contains(n) {
+                self.warnings.push(format!(
+                    "key `processors.{n}`: defined but not used in service.pipelines.traces.processors, so it does nothing (fix: add it there or remove it)"
+                ));
+            }
+        }
+        self.processor_configs = ordered;
+        let tails = self
+            .processor_configs
+            .iter()
+            .filter(|(_, c)| matches!(c, ProcessorConfig::TailSampling(_)))
+            .count();
+        if tails > 1 {
+            self.warnings.push("more than one tail_sampling processor in the pipeline: each waits its own decision_wait (fix: combine their policies into one)".into());
+        }
+        for (i, e) in self.service.extensions.iter().enumerate() {
+            let known = e == "jaeger_remote_sampling" || e == "jaegerremotesampling";
+            if !known {
+                bail!("key `service.extensions[{i}]`: unknown extension `{e}` (fix: jaeger_remote_sampling)");
+            }
+            if self.extensions.jaeger_remote_sampling.is_none() {
+                bail!("key `service.extensions[{i}]`: extension `{e}` is not defined (fix: define it under `extensions:`)");
+            }
+        }
+        if let Some(rs) = &self.extensions.jaeger_remote_sampling {
+            let key = "extensions.jaeger_remote_sampling.source";
+            match (&rs.source.file, &rs.source.adaptive) {
+                (Some(_), Some(_)) | (None, None) => bail!(
+                    "key `{key}`: set exactly one of `file` and `adaptive` (fix: e.g. `source: {{file: strategies.json}}`)"
+                ),
+                (None, Some(a)) => {
+                    a.validate()
+                        .map_err(|(k, m)| anyhow::anyhow!("key `{key}.adaptive.{k}`: {m}"))?;
+                    if rs.source.reload_interval.is_some() {
+                        bail!("key `{key}.reload_interval`: only a `file` source is reloaded (fix: remove it)");
+                    }
+                }
+                _ => {}
+            }
+            if self.remote_sampling().is_none() {
+                self.warnings.push("key `extensions.jaeger_remote_sampling`: defined but not enabled (fix: add it to service.extensions)".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
         let mut seen = std::collections::HashMap::new();
         for (key, addr) in self.endpoints() {
             if let Some(other) = seen.insert(addr, key) {
@@ -341,6 +590,12 @@ impl Config {
             out.push(("receivers.zipkin.endpoint", z.endpoint));
         }
         out.push(("query.endpoint", self.query.endpoint));
+        if let Some(rs) = self.remote_sampling() {
+            out.push((
+                "extensions.jaeger_remote_sampling.http.endpoint",
+                rs.http.endpoint,
+            ));
+        }
         out
     }
 
@@ -427,5 +682,136 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tenancy.header"), "{e}");
+    }
+
+    fn err(yaml: &str) -> String {
+        Config::parse(yaml, "c.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn processors_parse_in_pipeline_order() {
+        let c = Config::parse(
+            "processors:
+  probabilistic_sampler:
+    sampling_percentage: 50
+  tail_sampling/errors:
+    decision_wait: 5s
+    policies:
+      - {name: e, type: status_code, status_code: {status_codes: [ERROR]}}
+  probabilistic_sampler/unused: {}
+service:
+  pipelines:
+    traces:
+      processors: [tail_sampling/errors, probabilistic_sampler]
+",
+            "c.yaml",
+        )
+        .unwrap();
+        let names: Vec<&str> = c
+            .processor_configs
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(names, vec!["tail_sampling/errors", "probabilistic_sampler"]);
+        assert!(matches!(
+            c.processor_configs[0].1,
+            ProcessorConfig::TailSampling(_)
+        ));
+        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings[0].contains("processors.probabilistic_sampler/unused"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn processor_errors_name_file_key_and_fix() {
+        let e = err("processors:\n  tail_sampling:\n    policies:\n      - {name: a, type: always_sample}\n      - {name: b, type: always_sample}\n      - {name: c, type: latency, latency: {threshold_ms: 9, upper_threshold_ms: 2}}\n");
+        assert!(
+            e.starts_with(
+                "c.yaml: key `processors.tail_sampling.policies[2].latency.upper_threshold_ms`:"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("fix:"), "{e}");
+        let e = err("processors:\n  tail_sampling:\n    policies:\n      - {name: c, type: latency, latency: {threshold_ms: soon}}\n");
+        assert!(
+            e.contains("key `processors.tail_sampling.policies[0].latency.threshold_ms`"),
+            "{e}"
+        );
+        let e = err("processors:\n  tail_sampling:\n    decision_wiat: 5s\n");
+        assert!(
+            e.contains("processors.tail_sampling.decision_wiat") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = err("processors:\n  batch/x: {}\n");
+        assert!(
+            e.contains("key `processors.batch/x`: unknown processor type \"batch\""),
+            "{e}"
+        );
+        assert!(e.contains("fix:"), "{e}");
+        let e = err("service:\n  pipelines:\n    traces:\n      processors: [tail_sampling]\n");
+        assert!(
+            e.contains("key `service.pipelines.traces.processors[0]`: processor `tail_sampling` is not defined"),
+            "{e}"
+        );
+        let e = err("processors:\n  probabilistic_sampler: {sampling_percentage: 150}\n");
+        assert!(
+            e.contains("processors.probabilistic_sampler.sampling_percentage"),
+            "{e}"
+        );
+        let e = err("processors:\n  probabilistic_sampler: {mode: sometimes}\n");
+        assert!(e.contains("processors.probabilistic_sampler.mode"), "{e}");
+    }
+
+    #[test]
+    fn remote_sampling_extension() {
+        let c = Config::parse(
+            "extensions:\n  jaeger_remote_sampling:\n    http: {endpoint: 127.0.0.1:15778}\n    source:\n      adaptive: {target_samples_per_second: 2}\nservice:\n  extensions: [jaeger_remote_sampling]\n",
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.remote_sampling().unwrap().http.endpoint.port(), 15778);
+        assert_eq!(c.endpoints().len(), 5);
+        // Defined but not enabled: off, with a warning.
+        let c = Config::parse(
+            "extensions:\n  jaeger_remote_sampling:\n    source: {adaptive: {}}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        assert!(c.remote_sampling().is_none());
+        assert_eq!(c.warnings.len(), 1);
+        let e = err("extensions:\n  jaeger_remote_sampling:\n    source: {}\nservice:\n  extensions: [jaeger_remote_sampling]\n");
+        assert!(
+            e.contains("extensions.jaeger_remote_sampling.source") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = err("extensions:\n  jaeger_remote_sampling:\n    source: {adaptive: {min_sampling_probability: 2}}\n");
+        assert!(
+            e.contains(
+                "extensions.jaeger_remote_sampling.source.adaptive.min_sampling_probability"
+            ),
+            "{e}"
+        );
+        let e = err("service:\n  extensions: [zpages]\n");
+        assert!(e.contains("service.extensions[0]"), "{e}");
+        let e = err("extensions:\n  jaeger_remote_sampling:\n    http: {endpoint: 127.0.0.1:16686}\n    source: {adaptive: {}}\nservice:\n  extensions: [jaeger_remote_sampling]\n");
+        assert!(e.contains("also used by"), "{e}");
+    }
+
+    #[test]
+    fn example_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                let c = Config::load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+                assert!(c.warnings.is_empty(), "{}: {:?}", p.display(), c.warnings);
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "clew.yaml and the sampling examples");
     }
 }

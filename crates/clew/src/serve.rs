@@ -68,14 +68,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "store opened"
     );
 
+    // Remote sampling for SDKs (off unless enabled in service.extensions).
+    let remote = cfg.remote_sampling().map(|rs| {
+        let (source, adaptive) = match (&rs.source.adaptive, &rs.strategies) {
+            (Some(a), _) => {
+                let a = Arc::new(clew_sampling::Adaptive::new(a.clone()));
+                (clew_sampling::StrategySource::Adaptive(a.clone()), Some(a))
+            }
+            (None, Some(f)) => (clew_sampling::StrategySource::file(f.clone()), None),
+            (None, None) => (
+                clew_sampling::StrategySource::file(Default::default()),
+                None,
+            ),
+        };
+        (rs.http.endpoint, Arc::new(source), adaptive)
+    });
+    let adaptive = remote.as_ref().and_then(|r| r.2.clone());
+
     // The service graph sees every span first, before any sampling decision drops some.
     let service_graph = clew_doctor::ServiceGraph::new(&mut registry);
-    let sink: Arc<dyn SpanSink> = crate::processors::build_pipeline(
+    let pipeline = crate::processors::build_pipeline(
         &cfg,
         Box::new(service_graph),
         Arc::new(store.clone()),
         &mut registry,
+        adaptive.clone(),
     )?;
+    let sink: Arc<dyn SpanSink> = pipeline.clone();
     let rcfg = ReceiverConfig {
         tenant_header: cfg.tenancy.header.clone(),
         ..ReceiverConfig::default()
@@ -126,6 +145,49 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         servers.spawn(serve_http(listener, app, shutdown, "Zipkin receiver"));
     }
 
+    if let Some((endpoint, source, _)) = &remote {
+        let listener = bind("extensions.jaeger_remote_sampling.http.endpoint", *endpoint).await?;
+        tracing::info!(endpoint = %endpoint, "Jaeger remote sampling listening (GET /sampling?service=S)");
+        let shutdown = stopped();
+        servers.spawn(serve_http(
+            listener,
+            sampling_router("/sampling", source.clone()),
+            shutdown,
+            "remote sampling",
+        ));
+    }
+    if let (Some((_, source, _)), Some(rs)) = (&remote, cfg.remote_sampling()) {
+        if let (Some(every), Some(path)) = (rs.source.reload_interval, rs.strategies_path.clone()) {
+            let source = source.clone();
+            // Re-reads the strategies file; a broken file keeps the previous strategies.
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let res = tokio::fs::read_to_string(&path)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| source.reload(&text));
+                    if let Err(e) = res {
+                        tracing::warn!(file = %path.display(), error = %e, "strategies file not reloaded; keeping the previous strategies");
+                    }
+                }
+            });
+        }
+    }
+    if let Some(a) = adaptive {
+        // Recomputes per-operation probabilities; ends with the runtime.
+        tokio::spawn(async move {
+            let interval = a.interval();
+            let mut last = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(interval).await;
+                let now = tokio::time::Instant::now();
+                a.recompute(now - last);
+                last = now;
+            }
+        });
+    }
+
     let listener = bind("query.endpoint", cfg.query.endpoint).await?;
     let qcfg = clew_query::QueryConfig {
         tenant_header: cfg.tenancy.header.clone(),
@@ -138,6 +200,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .merge(clew_doctor::router(reader, &cfg.tenancy.header))
         .merge(ops_router(registry))
         .merge(clew_ui::router());
+    let app = match &remote {
+        Some((_, source, _)) => app.merge(sampling_router("/api/sampling", source.clone())),
+        None => app,
+    };
     tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, doctor API, web UI, /metrics, /ready)");
     let shutdown = stopped();
     servers.spawn(serve_http(listener, app, shutdown, "query API"));
@@ -159,6 +225,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         if let Ok(Err(e)) = res {
             tracing::warn!(error = %e, "listener ended with an error during shutdown");
         }
+    }
+    // Processors that hold spans (tail sampling) decide everything they buffer and hand it to the
+    // store before the store's final flush.
+    tracing::info!("deciding buffered traces (tail sampling)");
+    if let Err(e) = pipeline.shutdown().await {
+        tracing::error!(error = %e, "a processor could not hand over everything it held");
     }
     tracing::info!("flushing the head into blocks");
     store
@@ -183,6 +255,30 @@ async fn serve_http(
         .with_graceful_shutdown(shutdown)
         .await
         .context(what)
+}
+
+/// Jaeger's remote sampling endpoint: `GET {path}?service=S` → the strategy JSON.
+fn sampling_router(path: &str, source: Arc<clew_sampling::StrategySource>) -> Router {
+    Router::new().route(
+        path,
+        get(
+            move |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| {
+                let source = source.clone();
+                async move {
+                    match q.get("service") {
+                        Some(s) => axum::Json(source.strategy_for(s)).into_response(),
+                        None => (
+                            StatusCode::BAD_REQUEST,
+                            "'service' parameter must be provided\n",
+                        )
+                            .into_response(),
+                    }
+                }
+            },
+        ),
+    )
 }
 
 fn ops_router(registry: Arc<Registry>) -> Router {
