@@ -205,9 +205,14 @@ impl Store {
                         _ = tick.tick() => {}
                         _ = stop.changed() => return,
                     }
-                    if let Err(e) = compactor.compact_once().await {
-                        compactor.inner.metrics.compacted(false, 0);
-                        tracing::error!(error = %e, "compaction failed; will retry");
+                    // Shutdown abandons a merge in flight (start-up cleans up its partial
+                    // output); that is not a failure worth reporting.
+                    tokio::select! {
+                        res = compactor.compact_once() => if let Err(e) = res {
+                            compactor.inner.metrics.compacted(false, 0);
+                            tracing::error!(error = %e, "compaction failed; will retry");
+                        },
+                        _ = stop.changed() => return,
                     }
                 }
             });
