@@ -353,6 +353,18 @@ impl Block {
         storage: &Storage,
         q: &SearchQuery,
     ) -> Result<HashMap<TraceId, u64>, StoreError> {
+        // The block's own time range may make the start-time condition moot: then the
+        // predicate does not need to decode the start column at all.
+        let mut q = q.clone();
+        if q.start_unix_nano
+            .is_none_or(|t| t <= self.meta.min_start_unix_nano)
+            && q.end_unix_nano
+                .is_none_or(|t| t >= self.meta.max_start_unix_nano)
+        {
+            q.start_unix_nano = None;
+            q.end_unix_nano = None;
+        }
+        let q = &q;
         if let Some(cq) = ColumnQuery::compile(q) {
             let spills = self.meta.dedicated_spills.as_ref();
             let exact = spills.is_some_and(|sp| {
@@ -361,24 +373,29 @@ impl Block {
                     .all(|k| !sp.iter().any(|s| s == k))
             });
             if exact {
-                return self.search_columns(storage, cq).await;
+                return self.search_columns(storage, cq, q.effective_limit()).await;
             }
         }
         self.search_rows(storage, q).await
     }
 
-    /// The column-predicate path: decode predicate columns, then trace id and start of matches.
+    /// The column-predicate path: decode predicate columns, then trace id and start of matches,
+    /// keeping only the `limit` newest traces. Rows come in trace-id order, so a trace's matches
+    /// are adjacent: its latest start is complete when the id changes, and no map of every
+    /// matching trace is needed.
     async fn search_columns(
         &self,
         storage: &Storage,
         cq: ColumnQuery,
+        limit: usize,
     ) -> Result<HashMap<TraceId, u64>, StoreError> {
-        let mut hits = HashMap::new();
+        let mut top = TopTraces::new(limit);
         if cq.never {
-            return Ok(hits);
+            return Ok(HashMap::new());
         }
         let filter: RowFilterFactory =
             Box::new(move |pschema, root_of| cq.row_filter(pschema, root_of));
+        let mut current: Option<(TraceId, u64)> = None;
         self.scan_filtered(
             storage,
             None,
@@ -388,16 +405,27 @@ impl Block {
                 let c = Columns::new(batch);
                 let (ids, starts) = (c.fsb(col::TRACE_ID)?, c.i64(col::START)?);
                 for row in 0..batch.num_rows() {
-                    if let Ok(id) = TraceId::from_bytes(ids.value(row)) {
-                        let e = hits.entry(id).or_insert(0);
-                        *e = (*e).max(starts.value(row) as u64);
+                    let Ok(id) = TraceId::from_bytes(ids.value(row)) else {
+                        continue;
+                    };
+                    let start = starts.value(row) as u64;
+                    match &mut current {
+                        Some((cur, latest)) if *cur == id => *latest = (*latest).max(start),
+                        _ => {
+                            if let Some((done, latest)) = current.replace((id, start)) {
+                                top.offer(done, latest);
+                            }
+                        }
                     }
                 }
                 Ok(())
             },
         )
         .await?;
-        Ok(hits)
+        if let Some((id, latest)) = current {
+            top.offer(id, latest);
+        }
+        Ok(top.into_map())
     }
 
     /// The row-by-row path, for conditions on the generic attribute list or pseudo tags.
@@ -441,6 +469,37 @@ impl Block {
         })
         .await?;
         Ok(hits)
+    }
+}
+
+/// The `limit` newest traces offered (each trace offered once, with its latest start). Ties go to
+/// the smaller trace id, as in the store's final ordering.
+struct TopTraces {
+    limit: usize,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, std::cmp::Reverse<TraceId>)>>,
+}
+
+impl TopTraces {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            heap: std::collections::BinaryHeap::new(),
+        }
+    }
+    fn offer(&mut self, id: TraceId, start: u64) {
+        let key = (start, std::cmp::Reverse(id));
+        if self.heap.len() < self.limit {
+            self.heap.push(std::cmp::Reverse(key));
+        } else if self.heap.peek().is_some_and(|m| key > m.0) {
+            self.heap.pop();
+            self.heap.push(std::cmp::Reverse(key));
+        }
+    }
+    fn into_map(self) -> HashMap<TraceId, u64> {
+        self.heap
+            .into_iter()
+            .map(|std::cmp::Reverse((start, std::cmp::Reverse(id)))| (id, start))
+            .collect()
     }
 }
 
@@ -543,6 +602,11 @@ impl SpanView for RowView<'_, '_> {
     }
 }
 
+/// zstd level of blocks flushed from the head: cheap, since most are merged again soon.
+pub const FLUSH_ZSTD_LEVEL: i32 = 3;
+/// zstd level of compacted blocks, which live for the retention period: worth more CPU.
+pub const COMPACTED_ZSTD_LEVEL: i32 = 9;
+
 /// Writes spans (of one tenant and day) as a new block: data, then bloom, then meta.
 pub async fn write_block(
     storage: &Storage,
@@ -553,7 +617,7 @@ pub async fn write_block(
 ) -> Result<Block, StoreError> {
     let mut sorted: Vec<&FlatSpan> = spans.to_vec();
     sort_for_block(&mut sorted);
-    let mut w = BlockWriter::new(tenant, rows_per_group, sorted.len())?;
+    let mut w = BlockWriter::new(tenant, rows_per_group, sorted.len(), FLUSH_ZSTD_LEVEL)?;
     w.push_sorted(&sorted)?;
     w.finish(storage, compacted_from).await
 }
@@ -597,9 +661,10 @@ impl BlockWriter {
         tenant: &Tenant,
         rows_per_group: usize,
         expected_spans: usize,
+        zstd_level: i32,
     ) -> Result<Self, StoreError> {
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
             .set_dictionary_enabled(true)
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(None)
@@ -801,7 +866,7 @@ mod tests {
                     ..Default::default()
                 };
                 let cq = ColumnQuery::compile(&q).expect("compiles");
-                let by_columns = block.search_columns(&storage, cq).await.unwrap();
+                let by_columns = block.search_columns(&storage, cq, 1000).await.unwrap();
                 let by_rows = block.search_rows(&storage, &q).await.unwrap();
                 assert_eq!(by_columns, by_rows, "{q:?}");
             }
@@ -811,6 +876,28 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(block.search(&storage, &q).await.unwrap().len(), 20);
+        // A limit keeps the newest traces, ties to the smaller id, like the store's final order.
+        for limit in [1, 5, 39, 40, 100] {
+            let q = SearchQuery {
+                attributes: vec![("http.route".into(), "/b".into())],
+                limit,
+                ..Default::default()
+            };
+            let got = block.search(&storage, &q).await.unwrap();
+            let mut all: Vec<(TraceId, u64)> = block
+                .search_rows(&storage, &q)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            all.truncate(limit);
+            assert_eq!(
+                got,
+                all.into_iter().collect::<HashMap<_, _>>(),
+                "limit {limit}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -332,8 +332,12 @@ impl Store {
             .div_ceil(self.inner.cfg.merge_slice_spans.max(1))
             .max(1);
         let width = u64::MAX / slices;
-        let mut writer =
-            block::BlockWriter::new(tenant, self.inner.cfg.rows_per_row_group, total as usize)?;
+        let mut writer = block::BlockWriter::new(
+            tenant,
+            self.inner.cfg.rows_per_row_group,
+            total as usize,
+            block::COMPACTED_ZSTD_LEVEL,
+        )?;
         let mut duplicates = 0u64;
         let mut cache = crate::schema::DecodeCache::default();
         for i in 0..slices {
