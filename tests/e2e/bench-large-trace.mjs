@@ -6,8 +6,9 @@
 //
 // TTI = navigation start → the page sets window.__clewReady after the first paint of rows
 // (window.__clewReadyAt, a performance.now() timestamp). Also reported: the in-page fetch time of
-// /api/traces/{id} (server + transfer + JSON parse) and the tree-building time, and the server
-// time of the same request measured from Node.
+// /api/ui/traces/{id} (the compact shape the trace page loads: server + transfer + JSON parse) and
+// the tree-building time, and the server time of that request and of the Jaeger JSON
+// /api/traces/{id} measured from Node.
 import { startClew, ingest, launchChromium, artifactPath } from './lib/clew.mjs';
 import { largeTrace } from './lib/traces.mjs';
 import os from 'node:os';
@@ -49,14 +50,26 @@ try {
     if (n !== SPANS) throw new Error(`trace has ${n} spans, expected ${SPANS}`);
   }
   console.log(`GET /api/traces/{id} from Node: ${api.map(fmt).join(', ')} ms (${(bytes / 1e6).toFixed(1)} MB)`);
+  const uiApi = [];
+  let uiBytes = 0;
+  for (let i = 0; i < 3; i++) {
+    t = performance.now();
+    const r = await fetch(`${server.query}/api/ui/traces/${TRACE_ID}`);
+    const body = await r.text();
+    uiApi.push(performance.now() - t);
+    uiBytes = body.length;
+    const n = JSON.parse(body).spans.length;
+    if (n !== SPANS) throw new Error(`ui trace has ${n} spans, expected ${SPANS}`);
+  }
+  console.log(`GET /api/ui/traces/{id} from Node: ${uiApi.map(fmt).join(', ')} ms (${(uiBytes / 1e6).toFixed(1)} MB)`);
 
   browser = await launchChromium();
-  const cached = await (await fetch(`${server.query}/api/traces/${TRACE_ID}`)).text();
+  const cached = await (await fetch(`${server.query}/api/ui/traces/${TRACE_ID}`)).text();
 
-  // Client-only series: a small Node server answers /api/traces/{id} from memory (everything else
-  // is proxied to clew), to separate the UI's own cost from the server's.
+  // Client-only series: a small Node server answers /api/ui/traces/{id} from memory (everything
+  // else is proxied to clew), to separate the UI's own cost from the server's.
   const mem = http.createServer(async (req, res) => {
-    if (req.url.startsWith(`/api/traces/${TRACE_ID}`)) {
+    if (req.url.startsWith(`/api/ui/traces/${TRACE_ID}`)) {
       res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(cached) });
       res.end(cached);
       return;
@@ -154,6 +167,8 @@ try {
         fetchMedianMs: Math.round(median(runs.map((r) => r.fetch))),
         buildMedianMs: Math.round(median(runs.map((r) => r.build))),
         serverApiMs: api.map(Math.round),
+        serverUiApiMs: uiApi.map(Math.round),
+        uiResponseMB: Number((uiBytes / 1e6).toFixed(1)),
         clientOnlyTtiMs: clientOnly.map((r) => Math.round(r.tti)),
         clientOnlyTtiMedianMs: Math.round(median(clientOnly.map((r) => r.tti))),
         responseMB: Number((bytes / 1e6).toFixed(1)),

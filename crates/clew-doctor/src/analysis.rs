@@ -108,7 +108,8 @@ pub(crate) struct Facts {
 struct Node {
     id: Option<[u8; 8]>,
     parent: Option<usize>,
-    host: String,
+    /// Index of the span's host key (see [`host_key`]) among the trace's distinct keys.
+    host: u32,
     start: u64,
     end: u64,
 }
@@ -144,6 +145,11 @@ pub(crate) fn analyze_with_facts(
     // --- tree --------------------------------------------------------------------------------
     let mut by_id: HashMap<[u8; 8], usize> = HashMap::with_capacity(n);
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    // Host keys, computed once per resource (spans of one resource share its `Arc`) and
+    // interned, so spans compare hosts by index.
+    let mut host_of_resource: HashMap<*const clew_model::otlp::resource::Resource, u32> =
+        HashMap::new();
+    let mut host_ids: HashMap<String, u32> = HashMap::new();
     for (i, fs) in spans.iter().enumerate() {
         let id = model::span_id(&fs.span.span_id);
         if let Some(id) = id {
@@ -160,7 +166,12 @@ pub(crate) fn analyze_with_facts(
         nodes.push(Node {
             id,
             parent: None,
-            host: host_key(fs),
+            host: *host_of_resource
+                .entry(std::sync::Arc::as_ptr(&fs.resource))
+                .or_insert_with(|| {
+                    let next = u32::try_from(host_ids.len()).unwrap_or(u32::MAX);
+                    *host_ids.entry(host_key(fs)).or_insert(next)
+                }),
             start,
             end: fs.span.end_time_unix_nano.max(start),
         });
@@ -451,9 +462,12 @@ pub(crate) fn analyze_with_facts(
                 .collect()
         },
         critical_path,
-        self_time_nanos: (0..n).map(|i| (id_text[i].clone(), self_time[i])).collect(),
+        self_time_nanos: BTreeMap::new(),
         services,
     };
+    // Last use of the id texts: move them into the map instead of cloning.
+    let mut analysis = analysis;
+    analysis.self_time_nanos = id_text.into_iter().zip(self_time).collect();
     (analysis, facts)
 }
 

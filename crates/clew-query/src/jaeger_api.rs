@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/operations", get(operations))
         .route("/api/traces", get(search))
         .route("/api/traces/{id}", get(get_trace))
+        .route("/api/ui/traces/{id}", get(get_ui_trace))
         .route("/api/dependencies", get(dependencies))
 }
 
@@ -300,6 +301,28 @@ async fn get_trace(
     let trace = to_jaeger_trace_with_warnings(&spans)
         .ok_or_else(|| ApiError::NotFound("trace not found".into()))?;
     Ok(ok(vec![trace], 1))
+}
+
+/// The trace in the web UI's compact shape ([`crate::ui_json`]); errors as the Jaeger API's.
+async fn get_ui_trace(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, JaegerError> {
+    let tenant = st.tenant(&headers)?;
+    let Path(id) =
+        id.map_err(|e| ApiError::BadRequest(format!("unable to parse param 'traceID': {e}")))?;
+    let id = params::parse_trace_id(&id).map_err(|e| bad_param("traceID", e))?;
+    let spans = st.reader.trace(&tenant, id).await.map_err(ApiError::from)?;
+    let trace = to_jaeger_trace_with_warnings(&spans)
+        .ok_or_else(|| ApiError::NotFound("trace not found".into()))?;
+    drop(spans);
+    let body = crate::ui_json::to_ui_json(&trace);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value as J;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Trace {
@@ -302,19 +303,30 @@ pub fn to_jaeger_trace(spans: &[FlatSpan]) -> Option<Trace> {
     let mut processes = BTreeMap::new();
     let mut by_content: HashMap<String, String> = HashMap::new();
     let mut out = Vec::with_capacity(spans.len());
+    // Spans of one resource share its `Arc`: convert each resource once.
+    let mut by_resource: HashMap<*const clew_model::otlp::resource::Resource, String> =
+        HashMap::new();
     for fs in spans {
-        let process = process_of(fs);
-        // Serialized form as the dedup key: tags hold JSON values, which are not hashable.
-        let key = serde_json::to_string(&process).unwrap_or_default();
-        let next_id = by_content.len() + 1;
-        let process_id = by_content
-            .entry(key)
-            .or_insert_with(|| {
-                let id = format!("p{next_id}");
-                processes.insert(id.clone(), process);
+        let process_id = match by_resource.get(&Arc::as_ptr(&fs.resource)) {
+            // Same resource, and the service name comes from the resource: same process.
+            Some(id) => id.clone(),
+            None => {
+                let process = process_of(fs);
+                // Serialized form as the dedup key: tags hold JSON values, which are not hashable.
+                let key = serde_json::to_string(&process).unwrap_or_default();
+                let next_id = by_content.len() + 1;
+                let id = by_content
+                    .entry(key)
+                    .or_insert_with(|| {
+                        let id = format!("p{next_id}");
+                        processes.insert(id.clone(), process);
+                        id
+                    })
+                    .clone();
+                by_resource.insert(Arc::as_ptr(&fs.resource), id.clone());
                 id
-            })
-            .clone();
+            }
+        };
         let span = &fs.span;
         out.push(JSpan {
             trace_id: trace_id_text(&span.trace_id),

@@ -1,7 +1,8 @@
 //! # clew-query — the query room
 //!
 //! HTTP query APIs over a [`clew_store::TraceReader`]: the Jaeger query API (`/api/...`, Jaeger JSON)
-//! and Jaeger api_v3 (`/api/v3/...`, OTLP JSON). Tenant from the configured header. Also the
+//! and Jaeger api_v3 (`/api/v3/...`, OTLP JSON), plus `/api/ui/traces/{id}`, the compact trace shape
+//! the web UI loads ([`ui_json`]). Tenant from the configured header. Also the
 //! plain-text trace rendering the CLI prints.
 //!
 //! May depend on: `clew-model`, `clew-store`'s read API, HTTP crates. Must not write to the store or
@@ -14,6 +15,7 @@ pub mod jaeger_json;
 pub mod params;
 pub mod tenant;
 pub mod text;
+pub mod ui_json;
 
 pub use common::{ApiError, MAX_TRACES_PER_SEARCH};
 pub use tenant::DEFAULT_TENANT_HEADER;

@@ -720,3 +720,58 @@ async fn api_v3_services_and_operations() {
         (200, json!({"operations": []}))
     );
 }
+
+#[tokio::test]
+async fn ui_trace_compact_shape() {
+    let s = serve(fixture(), QueryConfig::default()).await;
+    let (status, body) = s.get(&format!("/api/ui/traces/{}", "01".repeat(16))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({
+            "v": 1,
+            "traceID": "01".repeat(16),
+            "base": T0 / 1000,
+            "warnings": null,
+            "processes": [[0, []], [1, []]],
+            "spans": [
+                ["0101010101010101", -1, 0, 2, 0, 10000, [3, 4, 5, 6]],
+                ["0202020202020202", 0, 1, 7, 5000, 10000, [3, 4, 5, 6, 8, 9, -11, true, 11, 12]],
+            ],
+            "strings": [
+                "frontend", "cart", "GET /", "otel.scope.name", "lib", "span.kind", "server",
+                "Cart.Get", "otel.status_code", "ERROR", "error", "otel.status_description", "boom",
+            ],
+        })
+    );
+}
+
+#[tokio::test]
+async fn ui_trace_errors_and_tenancy() {
+    let s = serve(fixture(), QueryConfig::default()).await;
+    let (status, body) = s.get(&format!("/api/ui/traces/{}", "7".repeat(32))).await;
+    assert_eq!(status, 404);
+    error_envelope(404, "trace not found", &body);
+    for bad in ["xyz", &"a".repeat(33)] {
+        let (status, body) = s.get(&format!("/api/ui/traces/{bad}")).await;
+        assert_eq!(status, 400, "{bad}");
+        error_envelope(400, "'traceID'", &body);
+    }
+    let acme = [("X-Scope-OrgID", "acme")];
+    let acme_trace = format!("/api/ui/traces/{}", "03".repeat(16));
+    let (status, body) = s.get_with(&acme_trace, &acme).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["strings"][0], "acme-api");
+    assert_eq!(s.get(&acme_trace).await.0, 404);
+    assert_eq!(
+        s.get_with(&format!("/api/ui/traces/{}", "01".repeat(16)), &acme)
+            .await
+            .0,
+        404
+    );
+    let (status, body) = s
+        .get_with(&acme_trace, &[("X-Scope-OrgID", "../etc")])
+        .await;
+    assert_eq!(status, 400);
+    error_envelope(400, "X-Scope-OrgID", &body);
+}

@@ -74,7 +74,16 @@ describe('with traces', () => {
       const r = await fetch(`${base}/api/traces/${id}`);
       assert.equal(r.status, 200, `trace ${id} stored`);
       assert.equal((await r.json()).data[0].spans.length, n);
+      // The compact shape the trace page loads: same spans, strings interned.
+      const u = await fetch(`${base}/api/ui/traces/${id}`);
+      assert.equal(u.status, 200, `ui trace ${id}`);
+      const ut = await u.json();
+      assert.equal(ut.traceID, id);
+      assert.equal(ut.spans.length, n);
+      assert.ok(ut.strings.includes('frontend') && ut.strings.includes('GET /checkout'));
     }
+    assert.equal((await fetch(`${base}/api/ui/traces/0123456789abcdef0123456789abcdef`)).status, 404);
+    assert.equal((await fetch(`${base}/api/ui/traces/xyz`)).status, 400);
   });
   after(async () => {
     if (server) await server.stop();
@@ -153,6 +162,10 @@ describe('with traces', () => {
     assert.equal(await page.locator('#waterfall .row:not([hidden])').count(), TRACE_A_SPANS);
     assert.equal(await page.textContent('#trace-span-count'), String(TRACE_A_SPANS));
     assert.equal(await page.textContent('#trace-error-count'), '1');
+    // The page loads the compact trace shape, not the Jaeger JSON.
+    const api = await page.evaluate(() => performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname).filter((p) => p.startsWith('/api/')));
+    assert.ok(api.includes(`/api/ui/traces/${IDS.A}`), api.join(','));
+    assert.ok(!api.includes(`/api/traces/${IDS.A}`), api.join(','));
     // 125ms as sent; 120ms when the server corrects the skewed child for display.
     assert.ok(['120ms', '125ms'].includes(await page.textContent('#trace-duration')));
     const warn = await page.textContent('#trace-warnings');

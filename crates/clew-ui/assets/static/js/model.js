@@ -74,6 +74,122 @@ export function buildTrace(jt) {
     if (sp.start < tMin) tMin = sp.start;
     if (sp.end > tMax) tMax = sp.end;
   }
+  return assemble(spans, byId, tMin, tMax, jt.traceID, jt.warnings || []);
+}
+
+/**
+ * Tags of the compact UI shape (`/api/ui/traces/{id}`): flat `[k, v, ...]`; k >= 0 → key S[k],
+ * string value S[v]; k < 0 → key S[-k - 1], value v as is.
+ */
+function decodeTags(flat, S) {
+  const out = new Array(flat.length >> 1);
+  for (let i = 0, j = 0; i < flat.length; i += 2, j++) {
+    const k = flat[i];
+    out[j] = k >= 0 ? { key: S[k], value: S[flat[i + 1]] } : { key: S[-k - 1], value: flat[i + 1] };
+  }
+  return out;
+}
+
+/** A span of the compact shape: tags and logs are decoded when first read (detail panel, find). */
+class UiSpan {
+  constructor(idx, id, traceID, parentId, start, dur, svc, process, op, rawTags, rawLogs, base, S, links, warnings) {
+    this.idx = idx;
+    this.id = id;
+    this.traceID = traceID;
+    this.parentId = parentId;
+    this.parent = null;
+    this.children = [];
+    this.depth = 0;
+    this.start = start;
+    this.dur = dur;
+    this.end = start + dur;
+    this.svc = svc;
+    this.process = process;
+    this.op = op;
+    this._rt = rawTags;
+    this._rl = rawLogs;
+    this._base = base;
+    this._S = S;
+    this._tags = null;
+    this._logs = null;
+    this.links = links;
+    this.error = false;
+    this.kind = '';
+    this.orphan = false;
+    this.skew = false;
+    this.warnings = warnings;
+    this.serverWarnings = warnings.length;
+    this.subtreeEnd = 0;
+    this.pos = 0;
+    this.selfTime = 0;
+    this.critical = null;
+  }
+
+  get tags() {
+    if (this._tags === null) this._tags = decodeTags(this._rt, this._S);
+    return this._tags;
+  }
+
+  get logs() {
+    if (this._logs === null) {
+      const rl = this._rl || [];
+      this._logs = rl.map((l) => ({ timestamp: this._base + l[0], fields: decodeTags(l[1], this._S) }));
+    }
+    return this._logs;
+  }
+}
+
+/** Builds the span tree from the compact UI shape; the same result as buildTrace of its Jaeger JSON. */
+export function buildTraceUi(ct) {
+  const S = ct.strings || [];
+  const base = ct.base || 0;
+  const traceID = ct.traceID;
+  const procs = (ct.processes || []).map((p) => ({ serviceName: S[p[0]], tags: decodeTags(p[1], S) }));
+  const unknown = { serviceName: 'unknown', tags: [] };
+  const kError = S.indexOf('error');
+  const kStatus = S.indexOf('otel.status_code');
+  const kKind = S.indexOf('span.kind');
+  const vTrue = S.indexOf('true');
+  const vError = S.indexOf('ERROR');
+  const raw = ct.spans || [];
+  const n = raw.length;
+  const spans = new Array(n);
+  const byId = new Map();
+  let tMin = Infinity;
+  let tMax = -Infinity;
+  const noWarnings = [];
+  for (let i = 0; i < n; i++) {
+    const r = raw[i];
+    const p = r[1];
+    const parentId = p === -1 ? null : typeof p === 'number' ? raw[p][0] : p;
+    const proc = procs[r[2]] || unknown;
+    const rl = r[7] || null;
+    const w = r[8] ? r[8].slice() : [];
+    const lk = r[9] ? r[9].map((l) => ({ traceID: l[0], spanID: l[1], refType: l[2] })) : noWarnings;
+    const sp = new UiSpan(i, r[0], traceID, parentId, base + r[4], r[5], proc.serviceName, proc, S[r[3]], r[6], rl, base, S, lk === noWarnings ? [] : lk, w);
+    const t = r[6];
+    let error = false;
+    let kind = '';
+    for (let j = 0; j < t.length; j += 2) {
+      const k = t[j];
+      if (k >= 0) {
+        if (k === kKind) {
+          if (!kind) kind = S[t[j + 1]];
+        } else if ((k === kStatus && t[j + 1] === vError) || (k === kError && t[j + 1] === vTrue)) error = true;
+      } else if (-k - 1 === kError && t[j + 1] === true) error = true;
+    }
+    sp.error = error;
+    sp.kind = kind;
+    spans[i] = sp;
+    if (!byId.has(sp.id)) byId.set(sp.id, sp);
+    if (sp.start < tMin) tMin = sp.start;
+    if (sp.end > tMax) tMax = sp.end;
+  }
+  return assemble(spans, byId, tMin, tMax, traceID, ct.warnings || []);
+}
+
+function assemble(spans, byId, tMin, tMax, traceID, traceWarnings) {
+  const n = spans.length;
   const roots = [];
   let orphans = 0;
   let skewed = 0;
@@ -163,7 +279,7 @@ export function buildTrace(jt) {
   }
   const root = roots[0] || null;
   const trace = {
-    traceID: jt.traceID,
+    traceID,
     spans,
     order,
     roots,
@@ -177,7 +293,7 @@ export function buildTrace(jt) {
     orphans,
     skewed,
     serverWarnings,
-    traceWarnings: jt.warnings || [],
+    traceWarnings,
     maxDepth,
     critical: [],
   };

@@ -2,7 +2,7 @@
 // span tree and the critical path, span detail panel, find-in-trace, keyboard navigation and the
 // statistics table.
 import { h, fmtDur, fmtTime, getJSON, serviceColor, copyable, errorBox, navigate, debounce } from './util.js';
-import { buildTrace, traceStats, findMatches } from './model.js';
+import { buildTraceUi, traceStats, findMatches } from './model.js';
 
 const ROW_H = 24;
 const OVERSCAN = 8;
@@ -35,7 +35,8 @@ export function renderTrace(app, rawId, params) {
       const pre = window.__clewPrefetch;
       window.__clewPrefetch = null;
       const response = pre && pre.id === id ? pre.res : null;
-      r = await getJSON(`/api/traces/${encodeURIComponent(id)}`, { signal: ctl.signal, response });
+      // The compact shape of the trace (/api/ui/traces/{id}); the Jaeger JSON is /api/traces/{id}.
+      r = await getJSON(`/api/ui/traces/${encodeURIComponent(id)}`, { signal: ctl.signal, response });
     } catch (e) {
       if (e.name === 'AbortError') return;
       const title = e.status === 404 ? 'Trace not found' : e.status === 400 ? 'Not a valid trace id' : 'Cannot load the trace';
@@ -49,12 +50,11 @@ export function renderTrace(app, rawId, params) {
       return;
     }
     const fetched = performance.now();
-    const jt = r.data && r.data[0];
-    if (!jt || !jt.spans || !jt.spans.length) {
+    if (!r || !r.spans || !r.spans.length) {
       app.replaceChildren(errorBox('Trace not found', `The server returned no spans for ${id}.`));
       return;
     }
-    const trace = buildTrace(jt);
+    const trace = buildTraceUi(r);
     window.__clewTiming = { fetchMs: fetched - t0, buildMs: performance.now() - fetched };
     if (disposed) return;
     page = new TracePage(app, trace, params);
