@@ -18,7 +18,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from clew_helpers import canon_from_otlp_json
 
-RAW_ID_COLUMNS = {"trace_id", "span_id", "parent_span_id"}
+RAW_ID_COLUMNS = {"trace_id", "span_id"}
 
 TRACES = 60
 SPANS_PER_TRACE = 4

@@ -170,6 +170,24 @@ impl Store {
         };
         store.refresh_block_metrics();
         store.spawn_background();
+        // Parquet footers are read lazily on a block's first query; read them now, in the
+        // background, so the first lookups after a restart do not pay for it.
+        let warm = store.clone();
+        tokio::spawn(async move {
+            let all: Vec<BlockRef> = warm
+                .inner
+                .blocks
+                .read()
+                .values()
+                .flatten()
+                .cloned()
+                .collect();
+            for b in all {
+                if let Err(e) = b.preload(&warm.inner.storage).await {
+                    tracing::warn!(block = %b.meta.block_id, error = %e, "cannot read block footer");
+                }
+            }
+        });
         Ok((store, report))
     }
 
@@ -264,6 +282,7 @@ impl Store {
                 )
                 .await?;
                 tracing::debug!(tenant = %tenant, block = %b.meta.block_id, spans = b.meta.span_count, "block written");
+                b.preload(&self.inner.storage).await?;
                 self.inner
                     .blocks
                     .write()
@@ -364,6 +383,7 @@ impl Store {
         }
         let ids: Vec<String> = chosen.iter().map(|b| b.meta.block_id.clone()).collect();
         let merged = writer.finish(&self.inner.storage, ids.clone()).await?;
+        merged.preload(&self.inner.storage).await?;
         tracing::info!(tenant = %tenant, merged = ids.len(), spans = merged.meta.span_count, duplicates, "compacted blocks");
         // Swap the index in one step: readers see either the old blocks or the new one.
         {
