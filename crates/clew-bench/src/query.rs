@@ -213,8 +213,10 @@ pub async fn query_run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Warm-up: a few lookups so connection set-up is not measured.
-    for id in ids.iter().take(20) {
+    // Warm-up, not measured: connection set-up, and the server's background read of block
+    // footers at start-up (a long-running server has them cached).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for id in ids.iter().take(200) {
         client
             .get(format!("{base}/api/traces/{id}"))
             .send()
