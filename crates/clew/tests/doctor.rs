@@ -1,80 +1,8 @@
 //! `clew doctor` end to end: `clew serve`, `clew demo` traffic (healthy by construction), then
 //! `clew doctor --format json` must report nothing; the doctor HTTP API answers in its contract.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_clew");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    query: String,
-    grpc: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Self {
-        let (g, h, z, q) = (free_port(), free_port(), free_port(), free_port());
-        let log = std::fs::File::create(data.with_extension("log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data)
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{g}")])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{h}")])
-            .args(["--zipkin-endpoint", &format!("127.0.0.1:{z}")])
-            .args(["--query-endpoint", &format!("127.0.0.1:{q}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let s = Server {
-            child,
-            query: format!("http://127.0.0.1:{q}"),
-            grpc: format!("http://127.0.0.1:{g}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", q)).is_ok() {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "server did not start; log: {}",
-            std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clew(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok(o: &Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
+mod common;
+use common::{clew, ok, Server};
 
 #[test]
 fn demo_traffic_is_healthy_according_to_the_doctor() {

@@ -8,90 +8,10 @@ use clew_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
 use clew_model::otlp::resource::Resource;
 use clew_model::otlp::trace::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
 use clew_model::otlp::Message;
-use std::net::TcpListener;
+mod common;
+use common::{clew, free_port, Server};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_clew");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    query: String,
-    http: String,
-}
-
-impl Server {
-    fn start(data: &Path, config: &Path) -> Self {
-        let (g, h, z, q) = (free_port(), free_port(), free_port(), free_port());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data.with_extension("log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{g}")])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{h}")])
-            .args(["--zipkin-endpoint", &format!("127.0.0.1:{z}")])
-            .args(["--query-endpoint", &format!("127.0.0.1:{q}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let s = Server {
-            child,
-            query: format!("http://127.0.0.1:{q}"),
-            http: format!("http://127.0.0.1:{h}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", q)).is_ok() {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "server did not start; log: {}",
-            std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
-        );
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clew(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
 
 fn trace_id(n: u8) -> Vec<u8> {
     let mut t = vec![0x5a; 16];
@@ -201,7 +121,7 @@ service:
         ),
     );
     let data = dir.path().join("data");
-    let server = Server::start(&data, &cfg);
+    let server = Server::start_with(&data, Some(&cfg));
 
     // The error arrives in the child, sent after the root (a separate request).
     let mut root_only = trace(1, true);
@@ -327,7 +247,7 @@ service:
 ",
     );
     let data = dir.path().join("data");
-    let server = Server::start(&data, &cfg);
+    let server = Server::start_with(&data, Some(&cfg));
     send(
         &server.http,
         vec![trace(10, true), trace(11, false), trace(12, true)],
@@ -342,7 +262,7 @@ service:
     let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
     assert!(log.contains("decided every buffered trace"), "{log}");
 
-    let server = Server::start(&data, &cfg);
+    let server = Server::start_with(&data, Some(&cfg));
     let kept = get_trace(&server.query, 10)
         .await
         .expect("kept on shutdown");

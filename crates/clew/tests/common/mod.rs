@@ -1,0 +1,114 @@
+//! Shared harness for the real-binary tests: `clew serve` on free loopback ports, the CLI, and
+//! clean shutdown. Each test file uses part of it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_clew");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `clew serve`; killed on drop unless [`Server::terminate`]d.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT` of the query API.
+    pub query: String,
+    /// `http://127.0.0.1:PORT` of the OTLP/gRPC receiver.
+    pub grpc: String,
+    /// `http://127.0.0.1:PORT` of the OTLP/HTTP receiver.
+    pub http: String,
+}
+
+impl Server {
+    pub fn start(data: &Path) -> Self {
+        Self::start_with(data, None)
+    }
+
+    /// Starts with `--config` when given; logs append to `<data>.log` (restarts keep history).
+    pub fn start_with(data: &Path, config: Option<&Path>) -> Self {
+        let (g, h, z, q) = (free_port(), free_port(), free_port(), free_port());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve");
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let child = cmd
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{g}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{h}")])
+            .args(["--zipkin-endpoint", &format!("127.0.0.1:{z}")])
+            .args(["--query-endpoint", &format!("127.0.0.1:{q}")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let s = Server {
+            child,
+            query: format!("http://127.0.0.1:{q}"),
+            grpc: format!("http://127.0.0.1:{g}"),
+            http: format!("http://127.0.0.1:{h}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", q)).is_ok() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "server did not start; log: {}",
+            std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
+        );
+    }
+
+    /// SIGTERM, then wait for the exit (the server flushes its head first).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `clew` CLI.
+pub fn clew(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
