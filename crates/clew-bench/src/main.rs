@@ -77,6 +77,23 @@ struct DriveArgs {
     rate: u64,
 }
 
+impl DriveArgs {
+    /// A timed run (no span limit, no trace ids kept) against `endpoint`.
+    fn spec(&self, protocol: Protocol, endpoint: String, server_pid: Option<u32>) -> LoadSpec {
+        LoadSpec {
+            protocol,
+            endpoint,
+            connections: self.connections,
+            duration: self.duration,
+            warmup: self.warmup,
+            rate: self.rate,
+            max_spans: 0,
+            server_pid,
+            keep_ids: 0,
+        }
+    }
+}
+
 fn humantime_secs(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let (num, mul) = if let Some(v) = t.strip_suffix("ms") {
@@ -219,21 +236,7 @@ async fn main() -> anyhow::Result<()> {
             pool,
         } => {
             let pool = pool.build();
-            let r = load::run(
-                LoadSpec {
-                    protocol,
-                    endpoint,
-                    connections: drive.connections,
-                    duration: drive.duration,
-                    warmup: drive.warmup,
-                    rate: drive.rate,
-                    max_spans: 0,
-                    server_pid: pid,
-                    keep_ids: 0,
-                },
-                pool,
-            )
-            .await?;
+            let r = load::run(drive.spec(protocol, endpoint, pid), pool).await?;
             print_load("target", &r);
             println!("{}", serde_json::to_string(&r)?);
         }
@@ -273,21 +276,8 @@ async fn main() -> anyhow::Result<()> {
                             Protocol::Grpc => server.grpc.clone(),
                             Protocol::Http => server.http.clone(),
                         };
-                        let r = load::run(
-                            LoadSpec {
-                                protocol,
-                                endpoint,
-                                connections: drive.connections,
-                                duration: drive.duration,
-                                warmup: drive.warmup,
-                                rate: drive.rate,
-                                max_spans: 0,
-                                server_pid: Some(server.pid()),
-                                keep_ids: 0,
-                            },
-                            pool.clone(),
-                        )
-                        .await?;
+                        let spec = drive.spec(protocol, endpoint, Some(server.pid()));
+                        let r = load::run(spec, pool.clone()).await?;
                         server.stop()?;
                         print_load(target, &r);
                         let per_cpu = r.spans_per_cpu_second.unwrap_or(0.0);

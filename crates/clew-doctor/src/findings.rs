@@ -123,6 +123,17 @@ type Key = (
     Option<String>,
 );
 
+/// The key of a finding about one span's own service and operation (no peer).
+fn span_key(kind: FindingKind, s: &FlatSpan) -> Key {
+    (
+        kind,
+        None,
+        Some(s.service_name().to_string()),
+        Some(s.span.name.clone()),
+        None,
+    )
+}
+
 struct Judged<'a> {
     spans: &'a [FlatSpan],
     facts: Facts,
@@ -173,31 +184,17 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
     // Orphans, extra roots, skew.
     for j in &judged {
         for &o in &j.facts.orphans {
-            let s = &j.spans[o];
-            agg.entry((
-                FindingKind::OrphanSpans,
-                None,
-                Some(s.service_name().to_string()),
-                Some(s.span.name.clone()),
-                None,
-            ))
-            .or_default()
-            .add(&j.id, None, max);
+            agg.entry(span_key(FindingKind::OrphanSpans, &j.spans[o]))
+                .or_default()
+                .add(&j.id, None, max);
         }
         if j.facts.roots.len() > 1 {
             let mut roots = j.facts.roots.clone();
             roots.sort_by_key(|&r| (j.spans[r].span.start_time_unix_nano, r));
             for &r in &roots[1..] {
-                let s = &j.spans[r];
-                agg.entry((
-                    FindingKind::MultipleRoots,
-                    None,
-                    Some(s.service_name().to_string()),
-                    Some(s.span.name.clone()),
-                    None,
-                ))
-                .or_default()
-                .add(&j.id, None, max);
+                agg.entry(span_key(FindingKind::MultipleRoots, &j.spans[r]))
+                    .or_default()
+                    .add(&j.id, None, max);
             }
         }
         for &(p, c) in &j.facts.skew {
