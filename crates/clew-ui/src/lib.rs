@@ -89,6 +89,9 @@ pub static ASSETS: &[Asset] = &[
     asset!("static/js/trace.js", JS),
     asset!("static/js/compare.js", JS),
     asset!("static/js/graph.js", JS),
+    asset!("static/js/doctor.js", JS),
+    asset!("static/js/monitor.js", JS),
+    asset!("static/js/flame.js", JS),
 ];
 
 /// The embedded asset at `path` (relative to `assets/`).
@@ -154,7 +157,7 @@ async fn static_file(Path(path): Path<String>, headers: HeaderMap) -> Response {
     }
 }
 
-/// Routes of the UI: `/`, `/search`, `/trace/{id}`, `/compare`, `/graph` (all the single-page app's
+/// Routes of the UI: `/`, `/search`, `/trace/{id}`, `/compare`, `/graph`, `/doctor`, `/monitor` (all the single-page app's
 /// `index.html`) and `/static/{*path}` (embedded assets). Nothing under `/api`, `/metrics`, `/ready`.
 pub fn router() -> Router {
     Router::new()
@@ -163,6 +166,8 @@ pub fn router() -> Router {
         .route("/trace/{id}", get(index_with_id))
         .route("/compare", get(index))
         .route("/graph", get(index))
+        .route("/doctor", get(index))
+        .route("/monitor", get(index))
         .route("/static/{*path}", get(static_file))
 }
 

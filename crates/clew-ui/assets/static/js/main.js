@@ -4,6 +4,8 @@ import { renderSearch } from './search.js';
 import { renderTrace } from './trace.js';
 import { renderCompare } from './compare.js';
 import { renderGraph } from './graph.js';
+import { renderDoctor } from './doctor.js';
+import { renderMonitor } from './monitor.js';
 
 const app = document.getElementById('app');
 let cleanup = null;
@@ -39,6 +41,12 @@ function route() {
   } else if (path === '/graph') {
     page = 'graph';
     cleanup = renderGraph(app, params);
+  } else if (path === '/doctor') {
+    page = 'doctor';
+    cleanup = renderDoctor(app, params);
+  } else if (path === '/monitor') {
+    page = 'monitor';
+    cleanup = renderMonitor(app, params);
   } else {
     cleanup = renderSearch(app, params);
   }

@@ -1,0 +1,4 @@
+// Flame graph of one trace (placeholder until built).
+export function renderFlame() {
+  return null;
+}
