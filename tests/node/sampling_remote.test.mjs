@@ -53,12 +53,19 @@ async function startClew(configBody, files = {}) {
   const [grpc, http, zipkin, query, sampling] = await Promise.all(
     [0, 0, 0, 0, 0].map(() => freePort()),
   );
-  const cfg = join(dir, 'clew.yaml');
-  writeFileSync(cfg, configBody.replaceAll('SAMPLING_PORT', String(sampling)));
+  // No config body: Clew's defaults, only the listen addresses moved to free ports.
+  const configArgs = [];
+  if (configBody === null) {
+    configArgs.push('--sampling-endpoint', `127.0.0.1:${sampling}`);
+  } else {
+    const cfg = join(dir, 'clew.yaml');
+    writeFileSync(cfg, configBody.replaceAll('SAMPLING_PORT', String(sampling)));
+    configArgs.push('--config', cfg);
+  }
   const child = spawn(
     BIN,
     [
-      'serve', '--config', cfg, '--data-dir', join(dir, 'data'),
+      'serve', ...configArgs, '--data-dir', join(dir, 'data'),
       '--otlp-grpc-endpoint', `127.0.0.1:${grpc}`,
       '--otlp-http-endpoint', `127.0.0.1:${http}`,
       '--zipkin-endpoint', `127.0.0.1:${zipkin}`,
@@ -142,6 +149,29 @@ const STRATEGIES = JSON.stringify({
     param: 0.1,
     operation_strategies: [{ operation: 'GET /metrics', type: 'probabilistic', param: 0.0 }],
   },
+});
+
+test('with no configuration, an SDK pointed at Clew gets the default strategy (keep everything)', async () => {
+  const clew = await startClew(null);
+  const raw = await (await fetch(`${clew.sampling}/sampling?service=checkout`)).json();
+  assert.deepEqual(raw, { strategyType: 'PROBABILISTIC', probabilisticSampling: { samplingRate: 1 } });
+  const q = await (await fetch(`${clew.query}/api/sampling?service=checkout`)).json();
+  assert.deepEqual(q, raw, 'the query port answers the same');
+  const sampler = await remoteSampler(clew.sampling, 'checkout');
+  assert.equal(sampledCount(sampler, 'GET /cart', 500), 500);
+});
+
+test('the default probability is configurable without a strategies file', async () => {
+  const clew = await startClew(`extensions:
+  jaeger_remote_sampling:
+    http: {endpoint: 127.0.0.1:SAMPLING_PORT}
+    source: {default_sampling_probability: 0.25}
+`);
+  const raw = await (await fetch(`${clew.sampling}/sampling?service=anything`)).json();
+  assert.equal(raw.probabilisticSampling.samplingRate, 0.25);
+  const sampler = await remoteSampler(clew.sampling, 'anything');
+  const n = sampledCount(sampler, 'GET /x', 4000);
+  assert.ok(n > 850 && n < 1150, `default 0.25: ${n} of 4000`);
 });
 
 test('SDK adopts per-operation strategies from a Jaeger strategies file', async () => {

@@ -56,9 +56,9 @@ class ClewServer:
 
     def _pick_ports(self) -> None:
         ports: set[int] = set()
-        while len(ports) < 4:
+        while len(ports) < 5:
             ports.add(free_port())
-        self.grpc_port, self.http_port, self.zipkin_port, self.query_port = sorted(ports)
+        self.grpc_port, self.http_port, self.zipkin_port, self.query_port, self.sampling_port = sorted(ports)
 
     # -- addresses ---------------------------------------------------------------------------------
     @property
@@ -77,6 +77,10 @@ class ClewServer:
     def query_url(self) -> str:
         return f"http://127.0.0.1:{self.query_port}"
 
+    @property
+    def sampling_url(self) -> str:
+        return f"http://127.0.0.1:{self.sampling_port}"
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def command(self) -> list[str]:
         return [
@@ -87,6 +91,7 @@ class ClewServer:
             "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
             "--zipkin-endpoint", f"127.0.0.1:{self.zipkin_port}",
             "--query-endpoint", f"127.0.0.1:{self.query_port}",
+            "--sampling-endpoint", f"127.0.0.1:{self.sampling_port}",
             *self.extra_args,
         ]
 

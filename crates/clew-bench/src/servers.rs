@@ -66,7 +66,13 @@ pub fn start_clew(
     config: Option<&Path>,
     log: &Path,
 ) -> anyhow::Result<Server> {
-    let (g, h, z, q) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let (g, h, z, q, sp) = (
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+    );
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .arg("--data-dir")
@@ -78,7 +84,9 @@ pub fn start_clew(
         .arg("--zipkin-endpoint")
         .arg(format!("127.0.0.1:{z}"))
         .arg("--query-endpoint")
-        .arg(format!("127.0.0.1:{q}"));
+        .arg(format!("127.0.0.1:{q}"))
+        .arg("--sampling-endpoint")
+        .arg(format!("127.0.0.1:{sp}"));
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }

@@ -30,6 +30,30 @@ impl FindingKind {
             FindingKind::ClockSkew => "clock_skew",
         }
     }
+
+    /// What to do about it, in one paragraph (shown by the UI and `clew doctor`).
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            FindingKind::OrphanSpans => "The parent span of these spans never reached Clew. Check that the calling service is instrumented and exports to Clew, that its exporter does not drop spans (queue full, process killed before flush: call the SDK's shutdown/force_flush), and that a sampler upstream did not drop the parent while this service kept the child (use parent-based sampling).",
+            FindingKind::MultipleRoots => "A span without a parent appeared inside an existing trace: a service reused the trace id but lost the parent span id (a hand-written propagator, or a context copied without its span). Propagate the whole traceparent header, or start a linked new trace on purpose.",
+            FindingKind::ContextLostBetweenServices => "The caller sent the request without trace context, or the callee did not read it. In the caller, make sure the HTTP/gRPC/messaging client is instrumented (or inject the W3C traceparent header by hand); in the callee, make sure the server instrumentation extracts it, and that proxies and gateways in between forward traceparent, tracestate and baggage.",
+            FindingKind::ContextLostInService => "Work started inside a request ran without the request's context: a thread pool, a detached task, a timer or a callback. Capture the context where the work is scheduled and attach it where it runs (Python: contextvars.copy_context() or opentelemetry.context.attach; Node: AsyncLocalStorage / context.bind; Java: Context.taskWrapping; Rust: FutureExt::with_context).",
+            FindingKind::ClockSkew => "A child span starts before its parent or ends after it by more than the tolerance: the hosts' clocks disagree. Run NTP/chrony on every host; the UI shifts such subtrees for display, but durations across hosts stay approximate until the clocks agree.",
+        }
+    }
+
+    /// The section of the doctor guide about this kind.
+    pub fn guide(&self) -> &'static str {
+        match self {
+            FindingKind::OrphanSpans => "docs/doctor.md#orphan-spans",
+            FindingKind::MultipleRoots => "docs/doctor.md#multiple-roots",
+            FindingKind::ContextLostBetweenServices => {
+                "docs/doctor.md#context-lost-between-services"
+            }
+            FindingKind::ContextLostInService => "docs/doctor.md#context-lost-in-service",
+            FindingKind::ClockSkew => "docs/doctor.md#clock-skew",
+        }
+    }
 }
 
 /// One aggregated problem. Which services are set depends on the kind:
@@ -51,13 +75,26 @@ pub struct Finding {
     pub count: u64,
     /// Traces showing the problem (for context losses: the trace that lost the context).
     pub example_trace_ids: Vec<String>,
+    /// The span to look at in each example trace, same order: the orphan, the extra root, the
+    /// skewed span, the exit span that lost the context, or the span a lost task started in.
+    #[serde(default)]
+    pub example_span_ids: Vec<String>,
     /// For context losses: the traces that were started without it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub example_new_trace_ids: Vec<String>,
+    /// Occurrences per time bucket of the window, oldest first (see `WindowReport`).
+    #[serde(default)]
+    pub trend: Vec<u64>,
+    /// What to do about this kind of problem.
+    #[serde(default)]
+    pub remedy: String,
+    /// The guide section about it (a path in Clew's docs).
+    #[serde(default)]
+    pub guide: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowReport {
     pub findings: Vec<Finding>,
     /// Traces judged (older than the grace period).
@@ -65,6 +102,34 @@ pub struct WindowReport {
     /// Traces left out because a span of theirs ended within the grace period.
     #[serde(default)]
     pub traces_too_recent: usize,
+    /// About how many traces the store holds in the judged window (`traces_examined` when
+    /// unknown): the denominator of `coverage`.
+    #[serde(default)]
+    pub traces_in_window: u64,
+    /// `traces_examined / traces_in_window`, 0..=1 (1 when the window is empty).
+    #[serde(default)]
+    pub coverage: f64,
+    /// The judged window: its end is at most `now - grace`.
+    #[serde(default)]
+    pub window_start_unix_nano: u64,
+    #[serde(default)]
+    pub window_end_unix_nano: u64,
+    /// Width of each finding's `trend` bucket; bucket 0 starts at `window_start_unix_nano`.
+    #[serde(default)]
+    pub trend_bucket_nanos: u64,
+}
+
+impl WindowReport {
+    /// Sets the window's estimated trace count and the coverage derived from it.
+    pub fn set_traces_in_window(&mut self, estimate: u64) {
+        let seen = (self.traces_examined + self.traces_too_recent) as u64;
+        self.traces_in_window = estimate.max(self.traces_examined as u64).max(seen);
+        self.coverage = if self.traces_in_window == 0 {
+            1.0
+        } else {
+            self.traces_examined as f64 / self.traces_in_window as f64
+        };
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +144,11 @@ pub struct WindowOptions {
     /// How long after a PRODUCER span a consumer's new root may start and still be matched.
     pub messaging_max_lag_nanos: u64,
     pub max_examples: usize,
+    /// The window the traces were taken from (for the per-finding trends); `None`: from the
+    /// oldest judged span to `now - grace`.
+    pub window: Option<(u64, u64)>,
+    /// How many buckets each finding's `trend` has.
+    pub trend_buckets: usize,
 }
 
 impl WindowOptions {
@@ -90,7 +160,29 @@ impl WindowOptions {
             match_slack_nanos: 5_000_000,
             messaging_max_lag_nanos: 60_000_000_000,
             max_examples: 5,
+            window: None,
+            trend_buckets: 12,
         }
+    }
+
+    /// The latest time a judged trace may end at.
+    pub fn horizon(&self) -> u64 {
+        self.now_unix_nano.saturating_sub(self.grace_nanos)
+    }
+}
+
+/// Where occurrences fall in time: `buckets` equal slices of `[start, end]`.
+#[derive(Clone, Copy)]
+struct Trend {
+    start: u64,
+    width: u64,
+    buckets: usize,
+}
+
+impl Trend {
+    fn bucket(&self, t: u64) -> usize {
+        let i = t.saturating_sub(self.start) / self.width.max(1);
+        (i as usize).min(self.buckets.saturating_sub(1))
     }
 }
 
@@ -98,14 +190,51 @@ impl WindowOptions {
 struct Agg {
     count: u64,
     examples: Vec<String>,
+    /// The span to look at in each example trace (same order as `examples`).
+    example_spans: Vec<String>,
     new_examples: Vec<String>,
+    trend: Vec<u64>,
+}
+
+/// One occurrence: where it is shown (trace and span) and when it happened.
+struct Seen<'a> {
+    trace: &'a str,
+    span: &'a FlatSpan,
+    new_trace: Option<&'a str>,
+}
+
+fn seen<'a>(trace: &'a str, span: &'a FlatSpan, new_trace: Option<&'a str>) -> Seen<'a> {
+    Seen {
+        trace,
+        span,
+        new_trace,
+    }
 }
 
 impl Agg {
-    fn add(&mut self, trace: &str, new_trace: Option<&str>, max: usize) {
+    fn add(&mut self, seen: Seen, trend: &Trend, max: usize) {
+        let Seen {
+            trace,
+            span,
+            new_trace,
+        } = seen;
         self.count += 1;
+        if self.trend.is_empty() {
+            self.trend = vec![0; trend.buckets];
+        }
+        if let Some(b) = self
+            .trend
+            .get_mut(trend.bucket(span.span.start_time_unix_nano))
+        {
+            *b += 1;
+        }
         if self.examples.len() < max && !self.examples.iter().any(|t| t == trace) {
             self.examples.push(trace.to_string());
+            self.example_spans.push(
+                model::span_id(&span.span.span_id)
+                    .map(|id| model::hex8(&id))
+                    .unwrap_or_default(),
+            );
         }
         if let Some(t) = new_trace {
             if self.new_examples.len() < max && !self.new_examples.iter().any(|x| x == t) {
@@ -150,7 +279,7 @@ fn occurrences(n: u64) -> String {
 
 /// Analyzes many traces (each a slice of its spans) and aggregates what is broken.
 pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowReport {
-    let horizon = opts.now_unix_nano.saturating_sub(opts.grace_nanos);
+    let horizon = opts.horizon();
     let mut too_recent = 0;
     let mut judged: Vec<Judged> = Vec::new();
     for t in traces {
@@ -179,6 +308,20 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
         });
     }
     let max = opts.max_examples;
+    let (window_start, window_end) = opts.window.unwrap_or_else(|| {
+        let oldest = judged
+            .iter()
+            .flat_map(|j| j.spans.iter().map(|s| s.span.start_time_unix_nano))
+            .min()
+            .unwrap_or(horizon);
+        (oldest.min(horizon), horizon)
+    });
+    let buckets = opts.trend_buckets.max(1);
+    let trend = Trend {
+        start: window_start,
+        width: (window_end.saturating_sub(window_start) / buckets as u64).max(1),
+        buckets,
+    };
     let mut agg: BTreeMap<Key, Agg> = BTreeMap::new();
 
     // Orphans, extra roots, skew.
@@ -186,7 +329,7 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
         for &o in &j.facts.orphans {
             agg.entry(span_key(FindingKind::OrphanSpans, &j.spans[o]))
                 .or_default()
-                .add(&j.id, None, max);
+                .add(seen(&j.id, &j.spans[o], None), &trend, max);
         }
         if j.facts.roots.len() > 1 {
             let mut roots = j.facts.roots.clone();
@@ -194,7 +337,7 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
             for &r in &roots[1..] {
                 agg.entry(span_key(FindingKind::MultipleRoots, &j.spans[r]))
                     .or_default()
-                    .add(&j.id, None, max);
+                    .add(seen(&j.id, &j.spans[r], None), &trend, max);
             }
         }
         for &(p, c) in &j.facts.skew {
@@ -207,7 +350,7 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
                 None,
             ))
             .or_default()
-            .add(&j.id, None, max);
+            .add(seen(&j.id, cs, None), &trend, max);
         }
     }
 
@@ -304,7 +447,7 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
                     None,
                 ))
                 .or_default()
-                .add(&j.id, Some(&judged[rti].id), max);
+                .add(seen(&j.id, c, Some(&judged[rti].id)), &trend, max);
             }
         }
     }
@@ -369,7 +512,7 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
                     Some(r.span.name.clone()),
                 ))
                 .or_default()
-                .add(&judged[pti].id, Some(&judged[rti].id), max);
+                .add(seen(&judged[pti].id, p, Some(&judged[rti].id)), &trend, max);
             }
         }
     }
@@ -407,15 +550,26 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
                 new_root_operation: new_root,
                 count: a.count,
                 example_trace_ids: a.examples,
+                example_span_ids: a.example_spans,
                 example_new_trace_ids: a.new_examples,
+                trend: a.trend,
+                remedy: kind.remedy().to_string(),
+                guide: kind.guide().to_string(),
                 message,
             }
         })
         .collect();
     findings.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
-    WindowReport {
+    let mut report = WindowReport {
         findings,
         traces_examined: judged.len(),
         traces_too_recent: too_recent,
-    }
+        traces_in_window: 0,
+        coverage: 0.0,
+        window_start_unix_nano: window_start,
+        window_end_unix_nano: window_end,
+        trend_bucket_nanos: trend.width,
+    };
+    report.set_traces_in_window(0);
+    report
 }

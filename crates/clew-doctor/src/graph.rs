@@ -479,6 +479,8 @@ pub struct ServiceGraph {
     pairs: Mutex<PairState>,
     /// Span-metrics series created so far.
     series: std::sync::atomic::AtomicUsize,
+    /// Per-minute span metrics for the Monitor page (`/api/metrics/...`).
+    span_table: Arc<crate::spanmetrics::SpanMetricsTable>,
 }
 
 enum Emit {
@@ -500,6 +502,8 @@ impl ServiceGraph {
     ) -> Self {
         let metrics = Metrics::default();
         metrics.register(registry);
+        let span_table = crate::spanmetrics::global_span_metrics_table();
+        span_table.register(registry);
         let now = crate::now_unix_nanos();
         let _ = table
             .active_since
@@ -510,6 +514,7 @@ impl ServiceGraph {
             table,
             pairs: Mutex::new(PairState::default()),
             series: Default::default(),
+            span_table,
         }
     }
 
@@ -703,6 +708,7 @@ impl ServiceGraph {
     /// Feeds a batch (what `process` does, without the pass-through). `now` drives expiry.
     pub fn observe(&self, batch: &SpanBatch, now: Instant) {
         let tenant = batch.tenant.as_str();
+        self.span_table.record(batch, crate::now_unix_nanos());
         let mut out = Vec::new();
         // Pairing work is collected first and done under one lock per batch.
         let mut todo: Vec<(PairKey, bool, Side)> = Vec::new();

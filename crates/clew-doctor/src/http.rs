@@ -141,30 +141,101 @@ fn limit(q: &HashMap<String, String>) -> Result<usize, ApiError> {
     }
 }
 
-/// Fetches the traces having a span that started in `[start, end]`, newest first.
-pub async fn collect_traces(
+/// How many traces one slice of a window analysis takes: large enough that a client trace and
+/// the trace its lost context started (a few ms apart) usually land in the same slice.
+const TRACES_PER_SLICE: usize = 40;
+const MAX_SLICES: usize = 64;
+
+/// Fetches up to `limit` traces spread over `[start, end]`. When the window holds more than that,
+/// it is cut into equal slices and each contributes its newest traces (taking only the newest of
+/// the whole window would, under steady load, examine the last seconds and nothing older); the
+/// share that quiet slices leave unused goes to the busy ones in a second pass. Also returns the
+/// estimated number of traces in the window.
+pub async fn collect_window_traces(
     reader: &dyn TraceReader,
     tenant: &Tenant,
     start: u64,
     end: u64,
     limit: usize,
-) -> Result<Vec<Vec<FlatSpan>>, clew_store::StoreError> {
-    let hits = reader
-        .search(
-            tenant,
-            &SearchQuery {
-                start_unix_nano: Some(start),
-                end_unix_nano: Some(end),
-                limit,
-                ..Default::default()
-            },
-        )
-        .await?;
-    futures::stream::iter(hits.into_iter().map(|h| reader.trace(tenant, h.trace_id)))
+) -> Result<(Vec<Vec<FlatSpan>>, u64), clew_store::StoreError> {
+    let in_window = reader.estimate_trace_count(tenant, start, end).await?;
+    let hits = if in_window <= limit as u64 {
+        search_range(reader, tenant, (start, end), limit).await?
+    } else {
+        spread_search(reader, tenant, start, end, limit).await?
+    };
+    let traces = futures::stream::iter(hits.into_iter().map(|id| reader.trace(tenant, id)))
         .buffered(4)
         .try_filter(|t| std::future::ready(!t.is_empty()))
         .try_collect()
-        .await
+        .await?;
+    Ok((traces, in_window))
+}
+
+async fn search_range(
+    reader: &dyn TraceReader,
+    tenant: &Tenant,
+    (lo, hi): (u64, u64),
+    limit: usize,
+) -> Result<Vec<TraceId>, clew_store::StoreError> {
+    let q = SearchQuery {
+        start_unix_nano: Some(lo),
+        end_unix_nano: Some(hi),
+        limit,
+        ..Default::default()
+    };
+    Ok(reader
+        .search(tenant, &q)
+        .await?
+        .into_iter()
+        .map(|h| h.trace_id)
+        .collect())
+}
+
+async fn spread_search(
+    reader: &dyn TraceReader,
+    tenant: &Tenant,
+    start: u64,
+    end: u64,
+    limit: usize,
+) -> Result<Vec<TraceId>, clew_store::StoreError> {
+    let slices = (limit / TRACES_PER_SLICE).clamp(1, MAX_SLICES);
+    let per_slice = limit.div_ceil(slices);
+    let width = (end - start) / slices as u64;
+    let ranges: Vec<(u64, u64)> = (0..slices as u64)
+        .map(|i| {
+            let lo = start + i * width;
+            let hi = if i + 1 == slices as u64 {
+                end
+            } else {
+                lo + width.saturating_sub(1)
+            };
+            (lo, hi)
+        })
+        .collect();
+    // One slice at a time: each search already scans its blocks on every core.
+    let mut found: Vec<Vec<TraceId>> = Vec::with_capacity(slices);
+    for &r in &ranges {
+        found.push(search_range(reader, tenant, r, per_slice).await?);
+    }
+    // Second pass: slices that filled their share get what the others left.
+    let used: usize = found.iter().map(Vec::len).sum();
+    let full: Vec<usize> = (0..slices)
+        .filter(|&i| found[i].len() >= per_slice)
+        .collect();
+    if !full.is_empty() && used < limit {
+        let more = per_slice + (limit - used) / full.len();
+        for i in full {
+            found[i] = search_range(reader, tenant, ranges[i], more).await?;
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    Ok(found
+        .into_iter()
+        .flatten()
+        .filter(|id| seen.insert(*id))
+        .take(limit)
+        .collect())
 }
 
 async fn findings(
@@ -183,10 +254,16 @@ async fn findings(
     if let Some(t) = q.get("skew_tolerance") {
         opts.trace.skew_tolerance_nanos = parse_duration("skew_tolerance", t)?;
     }
-    let traces = collect_traces(st.reader.as_ref(), &tenant, start, end, limit)
-        .await
-        .map_err(internal)?;
-    let report = analyze_window(&traces, &opts);
+    // Traces that may still be receiving spans are not judged, so the window ends at the horizon.
+    let end = end.min(opts.horizon());
+    let start = start.min(end);
+    opts.window = Some((start, end));
+    let (traces, in_window) =
+        collect_window_traces(st.reader.as_ref(), &tenant, start, end, limit)
+            .await
+            .map_err(internal)?;
+    let mut report = analyze_window(&traces, &opts);
+    report.set_traces_in_window(in_window);
     Ok(Json(report).into_response())
 }
 
@@ -221,9 +298,10 @@ async fn service_graph(
     let (graph, source) = if st.table.covers(start) {
         (st.table.graph(tenant.as_str(), start, end), "live")
     } else {
-        let traces = collect_traces(st.reader.as_ref(), &tenant, start, end, limit(&q)?)
-            .await
-            .map_err(internal)?;
+        let (traces, _) =
+            collect_window_traces(st.reader.as_ref(), &tenant, start, end, limit(&q)?)
+                .await
+                .map_err(internal)?;
         (graph_from_traces(&traces), "traces")
     };
     Ok(([("x-clew-graph-source", source)], Json(graph)).into_response())

@@ -12,12 +12,15 @@
 //! * [`analyze_window`]: many traces → aggregated [`Finding`]s.
 //! * [`ServiceGraph`]: the ingest-path processor (service graph + span metrics).
 //! * [`router`]: `/api/doctor/findings`, `/api/doctor/traces/{id}`, `/api/doctor/service-graph`.
+//! * [`metrics_router`]: Jaeger's SPM API (`/api/metrics/...`, the Monitor page) over the
+//!   per-minute [`SpanMetricsTable`] that [`ServiceGraph`] feeds.
 
 mod analysis;
 mod findings;
 mod graph;
 mod http;
 mod model;
+mod spanmetrics;
 
 pub use analysis::{
     analyze_trace, CriticalPathSegment, OrphanSpan, ServiceContribution, SkewEvent, TraceAnalysis,
@@ -29,8 +32,12 @@ pub use graph::{
     GraphJson, GraphNode, ServiceGraph, ServiceGraphConfig, WeightedHistogram, LATENCY_BUCKETS,
     MAX_SPANMETRICS_SERIES, OVERFLOW_SPAN_NAME,
 };
-pub use http::{collect_traces, tenant_from_headers, DEFAULT_TRACE_LIMIT, MAX_TRACE_LIMIT};
+pub use http::{collect_window_traces, tenant_from_headers, DEFAULT_TRACE_LIMIT, MAX_TRACE_LIMIT};
 pub use model::kind_name;
+pub use spanmetrics::{
+    global_span_metrics_table, parse_metrics_query, KindSet, Measure, MetricSeries, MetricsQuery,
+    SpanMetricsTable, SpanTableLimits,
+};
 
 use clew_store::TraceReader;
 use std::sync::Arc;
@@ -49,6 +56,20 @@ pub fn router_with_graph(
     table: Arc<EdgeTable>,
 ) -> axum::Router {
     http::router_with_table(reader, tenant_header, table)
+}
+
+/// Jaeger's span-metrics (SPM) API: `/api/metrics/{calls,errors,latencies,minstep,services}`,
+/// served from the process-wide [`SpanMetricsTable`] that [`ServiceGraph::new`] feeds.
+pub fn metrics_router(tenant_header: &str) -> axum::Router {
+    spanmetrics::router(tenant_header, global_span_metrics_table())
+}
+
+/// [`metrics_router`] with an explicit table.
+pub fn metrics_router_with_table(
+    tenant_header: &str,
+    table: Arc<SpanMetricsTable>,
+) -> axum::Router {
+    spanmetrics::router(tenant_header, table)
 }
 
 pub(crate) fn now_unix_nanos() -> u64 {

@@ -752,6 +752,20 @@ mod http {
                 .take(q.effective_limit())
                 .collect())
         }
+        async fn estimate_trace_count(
+            &self,
+            tenant: &Tenant,
+            start: u64,
+            end: u64,
+        ) -> Result<u64, StoreError> {
+            let q = SearchQuery {
+                start_unix_nano: Some(start),
+                end_unix_nano: Some(end),
+                limit: usize::MAX,
+                ..Default::default()
+            };
+            Ok(self.search(tenant, &q).await?.len() as u64)
+        }
         async fn services(&self, _: &Tenant) -> Result<Vec<String>, StoreError> {
             Ok(vec![])
         }

@@ -93,11 +93,18 @@ impl StrategiesFile {
         Ok(f)
     }
 
-    /// The Jaeger JSON response for a service.
+    /// The Jaeger JSON response for a service; services the file does not name get its
+    /// `default_strategy`, or Jaeger's default (probabilistic 0.001) when it has none.
     pub fn strategy_for(&self, service: &str) -> Json {
+        self.strategy_for_or(service, 0.001)
+    }
+
+    /// Like [`StrategiesFile::strategy_for`], with `fallback` as the probability when the file
+    /// has no `default_strategy`.
+    pub fn strategy_for_or(&self, service: &str, fallback: f64) -> Json {
         let default = self.default_strategy.clone().unwrap_or(Strategy {
             kind: "probabilistic".into(),
-            param: 0.001,
+            param: fallback,
             operation_strategies: Vec::new(),
         });
         let (kind, param, mut ops) = match self
@@ -325,19 +332,38 @@ impl Adaptive {
 
 /// Where strategies come from.
 pub enum StrategySource {
-    /// A strategies file (replaceable when it is reloaded).
-    File(parking_lot::RwLock<StrategiesFile>),
+    /// A strategies file (replaceable when it is reloaded), or none (an empty file): services it
+    /// does not name get its `default_strategy`, else `default_probability`.
+    File {
+        strategies: parking_lot::RwLock<StrategiesFile>,
+        default_probability: f64,
+    },
     Adaptive(Arc<Adaptive>),
 }
 
 impl StrategySource {
+    /// A strategies file; services without a strategy get Jaeger's default (0.001) unless the
+    /// file has a `default_strategy`.
     pub fn file(f: StrategiesFile) -> Self {
-        StrategySource::File(parking_lot::RwLock::new(f))
+        Self::file_with_default(f, 0.001)
+    }
+
+    /// A strategies file (possibly empty) with the probability for services it does not cover.
+    pub fn file_with_default(f: StrategiesFile, default_probability: f64) -> Self {
+        StrategySource::File {
+            strategies: parking_lot::RwLock::new(f),
+            default_probability,
+        }
     }
 
     pub fn strategy_for(&self, service: &str) -> Json {
         match self {
-            StrategySource::File(f) => f.read().strategy_for(service),
+            StrategySource::File {
+                strategies,
+                default_probability,
+            } => strategies
+                .read()
+                .strategy_for_or(service, *default_probability),
             StrategySource::Adaptive(a) => a.strategy_for(service),
         }
     }
@@ -345,8 +371,8 @@ impl StrategySource {
     /// Re-reads a strategies file; on error the previous strategies stay in force.
     pub fn reload(&self, text: &str) -> Result<(), String> {
         match self {
-            StrategySource::File(f) => {
-                *f.write() = StrategiesFile::parse(text)?;
+            StrategySource::File { strategies, .. } => {
+                *strategies.write() = StrategiesFile::parse(text)?;
                 Ok(())
             }
             StrategySource::Adaptive(_) => Err("not a file source".into()),

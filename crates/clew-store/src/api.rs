@@ -67,6 +67,15 @@ pub trait TraceReader: Send + Sync + 'static {
         tenant: &Tenant,
         query: &SearchQuery,
     ) -> Result<Vec<TraceHit>, StoreError>;
+    /// About how many traces have a span that started in `[start, end]` (Unix nanoseconds): exact
+    /// for the head, prorated by time for blocks that only partly overlap the range. Cheap (block
+    /// metadata only), for reporting what share of a window an analysis looked at.
+    async fn estimate_trace_count(
+        &self,
+        tenant: &Tenant,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+    ) -> Result<u64, StoreError>;
     /// Service names seen, sorted.
     async fn services(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
     /// Operations seen, of one service or all, sorted.

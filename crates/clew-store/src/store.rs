@@ -516,6 +516,22 @@ impl SpanSink for Store {
     }
 }
 
+/// A block's traces that started in `[start, end]`, assuming starts spread evenly over the
+/// block's time range (a trace straddling the range's edge may be counted in two blocks).
+fn prorated_traces(meta: &BlockMeta, start: u64, end: u64) -> u64 {
+    let (lo, hi) = (meta.min_start_unix_nano, meta.max_start_unix_nano);
+    if hi < start || lo > end {
+        return 0;
+    }
+    let (from, to) = (lo.max(start), hi.min(end));
+    let span = hi - lo;
+    if span == 0 {
+        return meta.trace_count;
+    }
+    let share = (to - from) as f64 / span as f64;
+    (meta.trace_count as f64 * share).round() as u64
+}
+
 #[async_trait::async_trait]
 impl TraceReader for Store {
     async fn trace(&self, tenant: &Tenant, id: TraceId) -> Result<Vec<FlatSpan>, StoreError> {
@@ -586,6 +602,24 @@ impl TraceReader for Store {
         });
         out.truncate(q.effective_limit());
         Ok(out)
+    }
+
+    async fn estimate_trace_count(
+        &self,
+        tenant: &Tenant,
+        start: u64,
+        end: u64,
+    ) -> Result<u64, StoreError> {
+        let q = SearchQuery {
+            start_unix_nano: Some(start),
+            end_unix_nano: Some(end),
+            ..Default::default()
+        };
+        let mut total = self.inner.head.search(tenant, &q).len() as u64;
+        for b in self.blocks(tenant) {
+            total += prorated_traces(&b.meta, start, end);
+        }
+        Ok(total)
     }
 
     async fn services(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {

@@ -54,6 +54,7 @@ pub struct Extensions {
 pub struct RemoteSampling {
     #[serde(default = "default_remote_http")]
     pub http: Endpoint,
+    #[serde(default)]
     pub source: RemoteSource,
     /// The strategies file's contents, read and validated at load (file source only).
     #[serde(skip)]
@@ -69,6 +70,27 @@ fn default_remote_http() -> Endpoint {
     }
 }
 
+impl Default for RemoteSampling {
+    /// What `clew serve` offers with no configuration, like Jaeger all-in-one: `:5778/sampling`
+    /// answering every service with the default probability.
+    fn default() -> Self {
+        Self {
+            http: default_remote_http(),
+            source: RemoteSource::default(),
+            strategies: None,
+            strategies_path: None,
+        }
+    }
+}
+
+/// Used when `service.extensions` is absent and `extensions.jaeger_remote_sampling` undefined.
+static DEFAULT_REMOTE_SAMPLING: std::sync::LazyLock<RemoteSampling> =
+    std::sync::LazyLock::new(RemoteSampling::default);
+
+/// The probability answered for services without a strategy of their own when no strategies file
+/// says otherwise: 1.0, as in Jaeger v2's all-in-one, so an SDK pointed at Clew keeps everything.
+pub const DEFAULT_SAMPLING_PROBABILITY: f64 = 1.0;
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteSource {
@@ -79,6 +101,16 @@ pub struct RemoteSource {
     /// Re-read the strategies file this often (e.g. "30s"); off when absent.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub reload_interval: Option<Duration>,
+    /// Probability for services no strategy names (a file without `default_strategy`, or no
+    /// file at all). Default 1.0.
+    pub default_sampling_probability: Option<f64>,
+}
+
+impl RemoteSource {
+    pub fn default_probability(&self) -> f64 {
+        self.default_sampling_probability
+            .unwrap_or(DEFAULT_SAMPLING_PROBABILITY)
+    }
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -263,8 +295,9 @@ impl Default for Tenancy {
 pub struct Service {
     pub telemetry: Telemetry,
     pub pipelines: Pipelines,
-    /// Enabled extensions, by name (e.g. `[jaeger_remote_sampling]`).
-    pub extensions: Vec<String>,
+    /// Enabled extensions, by name (e.g. `[jaeger_remote_sampling]`). Absent: the defaults
+    /// (`jaeger_remote_sampling` on :5778); `[]` turns every extension off.
+    pub extensions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -361,17 +394,34 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The remote sampling extension, if defined and enabled in `service.extensions`.
+    /// The remote sampling extension, if enabled: listed in `service.extensions`, or on by default
+    /// when that list is absent (with the defined settings, or the defaults).
     pub fn remote_sampling(&self) -> Option<&RemoteSampling> {
-        let enabled = self
-            .service
-            .extensions
-            .iter()
-            .any(|e| e == "jaeger_remote_sampling" || e == "jaegerremotesampling");
+        match &self.service.extensions {
+            None => Some(
+                self.extensions
+                    .jaeger_remote_sampling
+                    .as_ref()
+                    .unwrap_or(&DEFAULT_REMOTE_SAMPLING),
+            ),
+            Some(list) => {
+                let enabled = list
+                    .iter()
+                    .any(|e| e == "jaeger_remote_sampling" || e == "jaegerremotesampling");
+                self.extensions
+                    .jaeger_remote_sampling
+                    .as_ref()
+                    .filter(|_| enabled)
+            }
+        }
+    }
+
+    /// The remote sampling settings to change (e.g. a `--sampling-endpoint` flag), defining the
+    /// extension with defaults when it is on by default but undefined.
+    pub fn remote_sampling_settings_mut(&mut self) -> &mut RemoteSampling {
         self.extensions
             .jaeger_remote_sampling
-            .as_ref()
-            .filter(|_| enabled)
+            .get_or_insert_with(RemoteSampling::default)
     }
 
     fn remote_sampling_mut(&mut self) -> Option<&mut RemoteSampling> {
@@ -500,7 +550,7 @@ impl Config {
         if tails > 1 {
             self.warnings.push("more than one tail_sampling processor in the pipeline: each waits its own decision_wait (fix: combine their policies into one)".into());
         }
-        for (i, e) in self.service.extensions.iter().enumerate() {
+        for (i, e) in self.service.extensions.iter().flatten().enumerate() {
             let known = e == "jaeger_remote_sampling" || e == "jaegerremotesampling";
             if !known {
                 bail!("key `service.extensions[{i}]`: unknown extension `{e}` (fix: jaeger_remote_sampling)");
@@ -511,9 +561,17 @@ impl Config {
         }
         if let Some(rs) = &self.extensions.jaeger_remote_sampling {
             let key = "extensions.jaeger_remote_sampling.source";
+            if let Some(p) = rs.source.default_sampling_probability {
+                if !(0.0..=1.0).contains(&p) {
+                    bail!("key `{key}.default_sampling_probability`: {p} is not a probability (fix: a number from 0.0 to 1.0)");
+                }
+            }
             match (&rs.source.file, &rs.source.adaptive) {
-                (Some(_), Some(_)) | (None, None) => bail!(
-                    "key `{key}`: set exactly one of `file` and `adaptive` (fix: e.g. `source: {{file: strategies.json}}`)"
+                (Some(_), Some(_)) => bail!(
+                    "key `{key}`: set at most one of `file` and `adaptive` (fix: e.g. `source: {{file: strategies.json}}`)"
+                ),
+                (None, None) if rs.source.reload_interval.is_some() => bail!(
+                    "key `{key}.reload_interval`: there is no strategies file to reload (fix: set `file`, or remove it)"
                 ),
                 (None, Some(a)) => {
                     a.validate()
@@ -624,7 +682,8 @@ mod tests {
     fn empty_file_gives_defaults() {
         let c = Config::parse("", "clew.yaml").unwrap();
         assert_eq!(c.query.endpoint.port(), 16686);
-        assert_eq!(c.endpoints().len(), 4);
+        // OTLP gRPC and HTTP, Zipkin, query, remote sampling.
+        assert_eq!(c.endpoints().len(), 5);
     }
 
     #[test]
@@ -766,6 +825,31 @@ service:
     }
 
     #[test]
+    fn remote_sampling_is_on_by_default() {
+        for c in [
+            Config::default(),
+            Config::parse("query: {}\n", "c.yaml").unwrap(),
+        ] {
+            let rs = c.remote_sampling().expect("on without configuration");
+            assert_eq!(rs.http.endpoint.to_string(), "127.0.0.1:5778");
+            assert_eq!(rs.source.default_probability(), 1.0);
+            assert!(rs.source.file.is_none() && rs.source.adaptive.is_none());
+        }
+        let c = Config::parse(
+            "extensions:\n  jaeger_remote_sampling:\n    source: {default_sampling_probability: 0.25}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.remote_sampling().unwrap().source.default_probability(),
+            0.25
+        );
+        let off = Config::parse("service:\n  extensions: []\n", "c.yaml").unwrap();
+        assert!(off.remote_sampling().is_none());
+        assert_eq!(off.endpoints().len(), 4);
+    }
+
+    #[test]
     fn remote_sampling_extension() {
         let c = Config::parse(
             "extensions:\n  jaeger_remote_sampling:\n    http: {endpoint: 127.0.0.1:15778}\n    source:\n      adaptive: {target_samples_per_second: 2}\nservice:\n  extensions: [jaeger_remote_sampling]\n",
@@ -774,19 +858,31 @@ service:
         .unwrap();
         assert_eq!(c.remote_sampling().unwrap().http.endpoint.port(), 15778);
         assert_eq!(c.endpoints().len(), 5);
-        // Defined but not enabled: off, with a warning.
+        // Defined, and service.extensions absent: on (the default list has it).
         let c = Config::parse(
             "extensions:\n  jaeger_remote_sampling:\n    source: {adaptive: {}}\n",
             "c.yaml",
         )
         .unwrap();
+        assert!(c.remote_sampling().unwrap().source.adaptive.is_some());
+        // Defined but left out of an explicit list: off, with a warning.
+        let c = Config::parse(
+            "extensions:\n  jaeger_remote_sampling:\n    source: {adaptive: {}}\nservice:\n  extensions: []\n",
+            "c.yaml",
+        )
+        .unwrap();
         assert!(c.remote_sampling().is_none());
         assert_eq!(c.warnings.len(), 1);
-        let e = err("extensions:\n  jaeger_remote_sampling:\n    source: {}\nservice:\n  extensions: [jaeger_remote_sampling]\n");
+        let e = err("extensions:\n  jaeger_remote_sampling:\n    source: {default_sampling_probability: 1.5}\n");
         assert!(
-            e.contains("extensions.jaeger_remote_sampling.source") && e.contains("fix:"),
+            e.contains("extensions.jaeger_remote_sampling.source.default_sampling_probability")
+                && e.contains("fix:"),
             "{e}"
         );
+        let e = err(
+            "extensions:\n  jaeger_remote_sampling:\n    source: {file: s.json, adaptive: {}}\n",
+        );
+        assert!(e.contains("at most one of"), "{e}");
         let e = err("extensions:\n  jaeger_remote_sampling:\n    source: {adaptive: {min_sampling_probability: 2}}\n");
         assert!(
             e.contains(

@@ -99,12 +99,15 @@ fn render_text(report: &serde_json::Value, since: &str) -> String {
     let mut out = String::new();
     let examined = report["traces_examined"].as_u64().unwrap_or(0);
     let recent = report["traces_too_recent"].as_u64().unwrap_or(0);
+    let in_window = report["traces_in_window"].as_u64().unwrap_or(examined);
+    let coverage = report["coverage"].as_f64().unwrap_or(1.0);
     let findings = report["findings"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(
         out,
-        "examined {examined} traces of the last {since}{}",
+        "examined {examined} of ~{in_window} traces of the last {since} ({:.1}% coverage){}",
+        coverage * 100.0,
         if recent > 0 {
-            format!(" ({recent} too recent to judge)")
+            format!(", {recent} still receiving spans")
         } else {
             String::new()
         }
@@ -139,6 +142,9 @@ fn render_text(report: &serde_json::Value, since: &str) -> String {
                 new.join(", ")
             );
         }
+        if let Some(r) = f["remedy"].as_str().filter(|r| !r.is_empty()) {
+            let _ = writeln!(out, "  what to do: {r}");
+        }
     }
     out
 }
@@ -149,12 +155,15 @@ mod tests {
 
     #[test]
     fn text_rendering() {
-        let r = serde_json::json!({"findings": [{"kind": "context_lost_between_services", "message": "context lost from a to b on GET /x: 2 occurrences", "example_trace_ids": ["ab"], "example_new_trace_ids": ["cd"]}], "traces_examined": 7});
+        let r = serde_json::json!({"findings": [{"kind": "context_lost_between_services", "message": "context lost from a to b on GET /x: 2 occurrences", "example_trace_ids": ["ab"], "example_new_trace_ids": ["cd"], "remedy": "inject traceparent"}], "traces_examined": 7, "traces_in_window": 28, "coverage": 0.25});
         let t = render_text(&r, "1h");
         assert!(
-            t.starts_with("examined 7 traces of the last 1h\n1 problem(s):"),
+            t.starts_with(
+                "examined 7 of ~28 traces of the last 1h (25.0% coverage)\n1 problem(s):"
+            ),
             "{t}"
         );
+        assert!(t.contains("what to do: inject traceparent"), "{t}");
         assert!(t.contains("* [context_lost_between_services] context lost from a to b on GET /x"));
         assert!(t.contains("example traces: ab"));
         let empty = render_text(

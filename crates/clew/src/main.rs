@@ -68,6 +68,10 @@ struct ServeArgs {
     /// Query API listen address (overrides query.endpoint).
     #[arg(long, value_parser = config::parse_endpoint)]
     query_endpoint: Option<std::net::SocketAddr>,
+    /// Jaeger remote sampling listen address (overrides
+    /// extensions.jaeger_remote_sampling.http.endpoint; on by default at 127.0.0.1:5778).
+    #[arg(long, value_parser = config::parse_endpoint)]
+    sampling_endpoint: Option<std::net::SocketAddr>,
 }
 
 impl ServeArgs {
@@ -92,6 +96,9 @@ impl ServeArgs {
         }
         if let Some(a) = self.query_endpoint {
             cfg.query.endpoint = a;
+        }
+        if let Some(a) = self.sampling_endpoint {
+            cfg.remote_sampling_settings_mut().http.endpoint = a;
         }
         // Re-validate after overrides (e.g. two flags naming the same port).
         let origin = self

@@ -68,16 +68,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "store opened"
     );
 
-    // Remote sampling for SDKs (off unless enabled in service.extensions).
+    // Remote sampling for SDKs (on by default, like Jaeger all-in-one; `service.extensions: []`
+    // turns it off).
     let remote = cfg.remote_sampling().map(|rs| {
+        let default_probability = rs.source.default_probability();
         let (source, adaptive) = match (&rs.source.adaptive, &rs.strategies) {
             (Some(a), _) => {
                 let a = Arc::new(clew_sampling::Adaptive::new(a.clone()));
                 (clew_sampling::StrategySource::Adaptive(a.clone()), Some(a))
             }
-            (None, Some(f)) => (clew_sampling::StrategySource::file(f.clone()), None),
-            (None, None) => (
-                clew_sampling::StrategySource::file(Default::default()),
+            (None, f) => (
+                clew_sampling::StrategySource::file_with_default(
+                    f.clone().unwrap_or_default(),
+                    default_probability,
+                ),
                 None,
             ),
         };
@@ -198,6 +202,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
     let app = clew_query::router(reader.clone(), qcfg)
         .merge(clew_doctor::router(reader, &cfg.tenancy.header))
+        .merge(clew_doctor::metrics_router(&cfg.tenancy.header))
         .merge(ops_router(registry))
         .merge(clew_ui::router());
     let app = match &remote {

@@ -46,7 +46,8 @@ fn demo_traffic_is_healthy_according_to_the_doctor() {
     // Text output.
     let out = clew(&["doctor", "--grace", "0s", "--endpoint", &server.query]);
     let text = ok(&out, "doctor text");
-    assert!(text.contains("examined 150 traces"), "{text}");
+    assert!(text.contains("examined 150 of ~150 traces"), "{text}");
+    assert!(text.contains("(100.0% coverage)"), "{text}");
     assert!(text.contains("no problems found"), "{text}");
 
     // Another tenant has no traces.

@@ -152,14 +152,13 @@ service:
     );
 
     // Remote sampling: own port and the query port.
-    let j: serde_json::Value = reqwest::get(format!(
-        "http://127.0.0.1:{sampling_port}/sampling?service=checkout"
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let j: serde_json::Value =
+        reqwest::get(format!("{}/sampling?service=checkout", server.sampling))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(j["strategyType"], "PROBABILISTIC");
     assert_eq!(j["probabilisticSampling"]["samplingRate"], 0.5);
     assert_eq!(
@@ -177,7 +176,7 @@ service:
             .await
             .unwrap();
     assert_eq!(j["strategyType"], "RATE_LIMITING");
-    let r = reqwest::get(format!("http://127.0.0.1:{sampling_port}/sampling"))
+    let r = reqwest::get(format!("{}/sampling", server.sampling))
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
@@ -200,14 +199,13 @@ service:
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let j: serde_json::Value = reqwest::get(format!(
-            "http://127.0.0.1:{sampling_port}/sampling?service=checkout"
-        ))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        let j: serde_json::Value =
+            reqwest::get(format!("{}/sampling?service=checkout", server.sampling))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         if j["probabilisticSampling"]["samplingRate"] == 0.25 {
             break;
         }
@@ -216,14 +214,13 @@ service:
     }
     std::fs::write(dir.path().join("strategies.json"), "{broken").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let j: serde_json::Value = reqwest::get(format!(
-        "http://127.0.0.1:{sampling_port}/sampling?service=checkout"
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let j: serde_json::Value =
+        reqwest::get(format!("{}/sampling?service=checkout", server.sampling))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(j["probabilisticSampling"]["samplingRate"], 0.25);
 
     assert!(server.terminate().success());

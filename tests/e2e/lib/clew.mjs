@@ -31,7 +31,7 @@ export function freePort() {
 
 export async function startClew({ extraArgs = [] } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'clew-e2e-'));
-  const [g, h, z, q] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [g, h, z, q, sp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
   const logPath = path.join(dir, 'clew.log');
   const log = openSync(logPath, 'w');
   const proc = spawn(
@@ -43,6 +43,7 @@ export async function startClew({ extraArgs = [] } = {}) {
       '--otlp-http-endpoint', `127.0.0.1:${h}`,
       '--zipkin-endpoint', `127.0.0.1:${z}`,
       '--query-endpoint', `127.0.0.1:${q}`,
+      '--sampling-endpoint', `127.0.0.1:${sp}`,
       ...extraArgs,
     ],
     { stdio: ['ignore', log, log] },

@@ -154,3 +154,52 @@ export function* largeTrace(traceId, n, t0, batch = 5000) {
     yield request(bySvc);
   }
 }
+
+// Doctor test traces: two planted context breaks (web's CLIENT call to stock has no child, and a
+// new trace rooted at a SERVER span of stock starts inside the call's window) and one orphan
+// (billing-worker's span names a parent that never arrives); plus a healthy trace.
+export const DOCTOR_IDS = {
+  lost1: 'd0c700000000000000000000000000a1', // web, loses the context
+  new1: 'd0c700000000000000000000000000b1', // stock, started without it
+  lost2: 'd0c700000000000000000000000000a2',
+  new2: 'd0c700000000000000000000000000b2',
+  orphan: 'd0c700000000000000000000000000c1', // billing + an orphan in billing-worker
+  healthy: 'd0c700000000000000000000000000e1',
+};
+export const DOCTOR_ORPHAN_PARENT = 'feedfacefeedface';
+
+/** One break: web's trace `lost` (root + client span 2), stock's trace `fresh` (root + child). */
+function contextBreak(t0, lost, fresh) {
+  return request({
+    web: [
+      span(t0, lost, 1, null, 'GET /shop', 2, 0, 200, { attributes: [str('http.request.method', 'GET'), str('http.route', '/shop')] }),
+      span(t0, lost, 2, 1, 'GET /api/stock', 3, 20, 120, { attributes: [str('http.request.method', 'GET'), str('peer.service', 'stock'), str('server.address', 'stock'), int('server.port', 8080)] }),
+    ],
+    stock: [
+      span(t0, fresh, 1, null, 'GET /stock', 2, 30, 110, { attributes: [str('http.request.method', 'GET'), str('http.route', '/stock'), str('server.address', 'stock'), int('server.port', 8080)] }),
+      span(t0, fresh, 2, 1, 'SELECT stock', 3, 40, 90, { attributes: [str('db.system', 'postgresql')] }),
+    ],
+  });
+}
+
+/** Export requests of the doctor scenario; `t0` (ns) should be minutes old so the doctor judges it. */
+export function doctorTraces(t0) {
+  const D = DOCTOR_IDS;
+  const t = BigInt(t0);
+  return [
+    contextBreak(t, D.lost1, D.new1),
+    contextBreak(t + 20_000_000_000n, D.lost2, D.new2),
+    request({
+      billing: [span(t + 40_000_000_000n, D.orphan, 1, null, 'POST /invoice', 2, 0, 50)],
+      'billing-worker': [span(t + 40_000_000_000n, D.orphan, 2, DOCTOR_ORPHAN_PARENT, 'charge card', 1, 10, 40)],
+    }),
+  ];
+}
+
+/** A healthy two-span trace (for the doctor's empty state). */
+export function healthyTrace(t0) {
+  const T = DOCTOR_IDS.healthy;
+  return request({
+    web: [span(t0, T, 1, null, 'GET /', 2, 0, 30), span(t0, T, 2, 1, 'render', 1, 5, 25)],
+  });
+}

@@ -26,6 +26,8 @@ pub struct Server {
     pub grpc: String,
     /// `http://127.0.0.1:PORT` of the OTLP/HTTP receiver.
     pub http: String,
+    /// `http://127.0.0.1:PORT` of Jaeger remote sampling (on by default).
+    pub sampling: String,
 }
 
 impl Server {
@@ -35,7 +37,13 @@ impl Server {
 
     /// Starts with `--config` when given; logs append to `<data>.log` (restarts keep history).
     pub fn start_with(data: &Path, config: Option<&Path>) -> Self {
-        let (g, h, z, q) = (free_port(), free_port(), free_port(), free_port());
+        let (g, h, z, q, sp) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -53,6 +61,7 @@ impl Server {
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{h}")])
             .args(["--zipkin-endpoint", &format!("127.0.0.1:{z}")])
             .args(["--query-endpoint", &format!("127.0.0.1:{q}")])
+            .args(["--sampling-endpoint", &format!("127.0.0.1:{sp}")])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -62,6 +71,7 @@ impl Server {
             query: format!("http://127.0.0.1:{q}"),
             grpc: format!("http://127.0.0.1:{g}"),
             http: format!("http://127.0.0.1:{h}"),
+            sampling: format!("http://127.0.0.1:{sp}"),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
