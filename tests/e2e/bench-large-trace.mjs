@@ -9,6 +9,10 @@
 // /api/ui/traces/{id} (the compact shape the trace page loads: server + transfer + JSON parse) and
 // the tree-building time, and the server time of that request and of the Jaeger JSON
 // /api/traces/{id} measured from Node.
+//
+// Flame graph (flame.js): time from clicking "Flame graph" on a loaded trace page to the first
+// animation frame after its first complete draw (the layout is computed on that first switch), and
+// frame times while zooming in and out with the mouse wheel (one wheel event per frame).
 import { startClew, ingest, launchChromium, artifactPath } from './lib/clew.mjs';
 import { largeTrace } from './lib/traces.mjs';
 import os from 'node:os';
@@ -156,6 +160,77 @@ try {
     if (i === 0) await page.screenshot({ path: artifactPath('large-trace-50k.png') });
     await ctx.close();
   }
+  // Flame graph: switch time (layout + first draw) and frames while zooming.
+  const flame = [];
+  for (let i = 0; i < RUNS; i++) {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await ctx.newPage();
+    await page.goto(`${server.query}/trace/${TRACE_ID}`);
+    await page.waitForFunction(() => window.__clewReady === true, null, { timeout: 60000 });
+    const m = await page.evaluate(
+      () =>
+        new Promise((resolve) => {
+          const t = performance.now();
+          document.getElementById('view-flame').click();
+          requestAnimationFrame(() => {
+            const f = window.__clewFlame;
+            resolve({ switchMs: performance.now() - t, layoutMs: f.timing.layoutMs, drawMs: f.timing.drawMs, drawn: f.stats.drawn, culled: f.stats.culled });
+          });
+        }),
+    );
+    let zoom = null;
+    if (i === 0) {
+      // 60 wheel events zooming in around the middle of the canvas, then 60 zooming out.
+      zoom = await page.evaluate(
+        () =>
+          new Promise((resolve) => {
+            const c = document.getElementById('flame-canvas');
+            const b = c.getBoundingClientRect();
+            const frames = [];
+            const draws = [];
+            let k = 0;
+            let last = performance.now();
+            let narrowest = Infinity;
+            const tick = (now) => {
+              frames.push(now - last);
+              last = now;
+              const v = window.__clewFlame.view;
+              narrowest = Math.min(narrowest, v[1] - v[0]);
+              if (k > 0) draws.push(window.__clewFlame.stats.drawMs);
+              if (k >= 120) {
+                const sorted = frames.slice().sort((a, b) => a - b);
+                const ds = draws.slice().sort((a, b) => a - b);
+                resolve({
+                  frames: frames.length,
+                  long: frames.filter((f) => f > 50).length,
+                  over33: frames.filter((f) => f > 33.4).length,
+                  median: sorted[sorted.length >> 1],
+                  max: sorted[sorted.length - 1],
+                  drawMedian: ds[ds.length >> 1],
+                  drawMax: ds[ds.length - 1],
+                  narrowestViewUs: Math.round(narrowest),
+                });
+                return;
+              }
+              c.dispatchEvent(new WheelEvent('wheel', { deltaY: k < 60 ? -60 : 60, clientX: b.left + b.width / 2, clientY: b.top + 60, bubbles: true, cancelable: true }));
+              k++;
+              requestAnimationFrame(tick);
+            };
+            requestAnimationFrame((now) => {
+              last = now;
+              requestAnimationFrame(tick);
+            });
+          }),
+      );
+    }
+    flame.push({ ...m, zoom });
+    console.log(
+      `flame run ${i + 1}: switch ${fmt(m.switchMs)} ms (layout ${fmt(m.layoutMs)} ms, first draw ${fmt(m.drawMs)} ms; ${m.drawn} boxes drawn, ${m.culled} sub-pixel spans merged)` +
+        (zoom ? `; zoom: ${zoom.frames} frames, median ${zoom.median.toFixed(1)} ms, ${zoom.over33} > 33 ms, ${zoom.long} > 50 ms, max ${fmt(zoom.max)} ms, draw median ${zoom.drawMedian.toFixed(1)} ms, max ${zoom.drawMax.toFixed(1)} ms, narrowest view ${fmt(zoom.narrowestViewUs)} µs` : ''),
+    );
+    if (i === 0) await page.screenshot({ path: artifactPath('large-trace-50k-flame.png') });
+    await ctx.close();
+  }
   const tti = runs.map((r) => r.tti);
   console.log(
     JSON.stringify(
@@ -173,6 +248,11 @@ try {
         clientOnlyTtiMedianMs: Math.round(median(clientOnly.map((r) => r.tti))),
         responseMB: Number((bytes / 1e6).toFixed(1)),
         scroll: runs[0].scroll,
+        flameSwitchMs: flame.map((f) => Math.round(f.switchMs)),
+        flameSwitchMedianMs: Math.round(median(flame.map((f) => f.switchMs))),
+        flameLayoutMedianMs: Math.round(median(flame.map((f) => f.layoutMs))),
+        flameDrawMedianMs: Math.round(median(flame.map((f) => f.drawMs))),
+        flameZoom: flame[0].zoom,
       },
       null,
       1,

@@ -3,6 +3,7 @@
 // statistics table.
 import { h, fmtDur, fmtTime, getJSON, serviceColor, copyable, errorBox, navigate, debounce } from './util.js';
 import { buildTraceUi, traceStats, findMatches } from './model.js';
+import { renderFlame } from './flame.js';
 
 const ROW_H = 24;
 const OVERSCAN = 8;
@@ -110,6 +111,7 @@ class TracePage {
     for (const [t, ev, fn, opts] of this.listeners) t.removeEventListener(ev, fn, opts);
     this.listeners = [];
     if (this.ro) this.ro.disconnect();
+    if (this.flame) this.flame.dispose();
   }
 
   build() {
@@ -180,13 +182,16 @@ class TracePage {
     this.cpToggle = h('input#cp-toggle', { type: 'checkbox', checked: true });
     this.cpToggle.addEventListener('change', () => this.root.classList.toggle('show-cp', this.cpToggle.checked));
     this.resetZoom = h('button.btn.small#reset-zoom', { type: 'button', hidden: true, onclick: () => this.setView(this.trace.start, this.trace.end) }, 'Reset zoom');
+    // Waterfall | Flame graph (the flame graph is built on first use: flame.js).
+    this.viewWf = h('button.seg.active#view-waterfall', { type: 'button', 'aria-pressed': 'true', onclick: () => this.setMode('waterfall') }, 'Waterfall');
+    this.viewFlame = h('button.seg#view-flame', { type: 'button', 'aria-pressed': 'false', onclick: () => this.setMode('flame') }, 'Flame graph');
     const toolbar = h(
       'div.toolbar',
       null,
       h('div.findbox', null, this.findInput, this.findCount, h('button.btn.small#find-prev', { type: 'button', title: 'Previous match (Shift+Enter)', onclick: () => this.stepMatch(-1) }, '↑'), h('button.btn.small#find-next', { type: 'button', title: 'Next match (Enter)', onclick: () => this.stepMatch(1) }, '↓')),
-      h('button.btn.small#expand-all', { type: 'button', onclick: () => this.expandAll() }, 'Expand all'),
-      h('button.btn.small#collapse-all', { type: 'button', onclick: () => this.collapseAll() }, 'Collapse all'),
-      h('label.check', { title: 'Highlight the critical path: the chain of work that determined the trace duration' }, this.cpToggle, ' Critical path'),
+      h('button.btn.small.wf-only#expand-all', { type: 'button', onclick: () => this.expandAll() }, 'Expand all'),
+      h('button.btn.small.wf-only#collapse-all', { type: 'button', onclick: () => this.collapseAll() }, 'Collapse all'),
+      h('label.check.wf-only', { title: 'Highlight the critical path: the chain of work that determined the trace duration' }, this.cpToggle, ' Critical path'),
       this.resetZoom,
       h('span.grow'),
       h('span.muted.keys', null, '↑↓ move · ←→ collapse/expand · Enter details · Esc close · / find'),
@@ -233,7 +238,9 @@ class TracePage {
       window.addEventListener('mousemove', move);
       window.addEventListener('mouseup', up);
     });
-    this.timeline = h('div.timeline-view', null, toolbar, this.minimap, h('div.wf-wrap', null, wf, this.detail));
+    this.wf = wf;
+    this.flameSlot = h('div.flame-slot', { hidden: true });
+    this.timeline = h('div.timeline-view', null, toolbar, this.minimap, h('div.wf-wrap', null, wf, this.flameSlot, this.detail));
 
     this.statsView = h('div.stats-view#stats', { hidden: true });
     const tabT = h('button.tab.active#tab-timeline', { type: 'button' }, 'Timeline');
@@ -253,7 +260,7 @@ class TracePage {
       if (!this.statsView.firstChild) this.renderStats();
     };
 
-    this.root = h('div.trace-page.show-cp', null, header, this.warnBox, h('div.tabs', null, tabT, tabS), this.timeline, this.statsView);
+    this.root = h('div.trace-page.show-cp', null, header, this.warnBox, h('div.tabs', null, tabT, tabS, h('div.segmented#view-switch', { role: 'group', 'aria-label': 'Timeline view' }, this.viewWf, this.viewFlame)), this.timeline, this.statsView);
     this.app.replaceChildren(this.root);
     // One layout read at start: pad the header by the rows' scrollbar so the name column (a
     // percentage) and the ruler line up with the rows.
@@ -268,7 +275,44 @@ class TracePage {
       this.schedule();
     });
     this.ro.observe(this.wfScroll);
-    this.on(window, 'clew:theme', () => this.drawMinimap());
+    this.on(window, 'clew:theme', () => {
+      this.drawMinimap();
+      if (this.flame) this.flame.themeChanged();
+    });
+  }
+
+  /** Switches the timeline between the waterfall and the flame graph (`?view=flame`). */
+  setMode(mode, updateUrl = true) {
+    const flame = mode === 'flame';
+    if (this.timeline.hidden) this.root.querySelector('#tab-timeline').click();
+    if (flame && !this.flame) {
+      this.flame = renderFlame(this.trace, {
+        onSelect: (sp) => this.select(sp),
+        selected: () => this.selected,
+        matches: () => (this.matches.length ? this.matchSet : null),
+      });
+      this.flameSlot.append(this.flame.el);
+    }
+    this.mode = flame ? 'flame' : 'waterfall';
+    this.root.classList.toggle('flame-mode', flame);
+    this.viewWf.classList.toggle('active', !flame);
+    this.viewFlame.classList.toggle('active', flame);
+    this.viewWf.setAttribute('aria-pressed', String(!flame));
+    this.viewFlame.setAttribute('aria-pressed', String(flame));
+    this.wf.hidden = flame;
+    this.minimap.hidden = flame;
+    this.flameSlot.hidden = !flame;
+    if (flame) this.flame.show();
+    else {
+      if (this.flame) this.flame.hide();
+      this.schedule();
+    }
+    if (updateUrl) {
+      const u = new URL(location.href);
+      if (flame) u.searchParams.set('view', 'flame');
+      else u.searchParams.delete('view');
+      history.replaceState(null, '', u.pathname + u.search);
+    }
   }
 
   buildWarnings() {
@@ -382,6 +426,7 @@ class TracePage {
     if (this.matchSet.has(sp)) cls += ' match';
     if (this.matchIdx >= 0 && this.matches[this.matchIdx] === sp) cls += ' match-current';
     if (sp === this.highlight) cls += ' linked';
+    if (sp === this.breakSpan) cls += ' doctor-break';
     if (sp.error) cls += ' error';
     if (sp.critical) cls += ' crit';
     if (sp.warnings.length) cls += ' warned';
@@ -394,6 +439,7 @@ class TracePage {
     const indent = sp.depth * this.indentStep;
     const tog = hasKids ? `<span class="tog" title="${collapsed ? 'Expand' : 'Collapse'}">${collapsed ? '▸' : '▾'}</span>` : '<span class="tog none"></span>';
     let badges = '';
+    if (sp === this.breakSpan) badges += '<span class="badge brk" title="The trace doctor found the break here">⚡ break</span>';
     if (sp.error) badges += '<span class="badge err" title="error">!</span>';
     if (sp.warnings.length) badges += `<span class="badge warn" title="${esc(sp.warnings.join('\n'))}">⚠</span>`;
     if (collapsed) badges += `<span class="badge n" title="hidden descendants">${sp.subtreeEnd - sp.pos - 1}</span>`;
@@ -441,6 +487,7 @@ class TracePage {
   refresh() {
     this.version++;
     this.render();
+    if (this.flame) this.flame.redraw();
   }
 
   // ----- minimap --------------------------------------------------------------------------------
@@ -594,14 +641,59 @@ class TracePage {
 
   selectFromParams(params, initial = false) {
     const id = params.get('span');
-    const sp = id ? this.trace.byId.get(id) : null;
+    let sp = id ? this.trace.byId.get(id) : null;
+    // From the doctor page: `break=1` marks the span where the trace broke (found by service and
+    // operation when the server did not name it).
+    const brk = params.get('break') === '1';
+    if (brk && !sp && params.get('svc')) sp = this.findBreak(params.get('svc'), params.get('op'));
+    this.showBreak(brk ? sp : null, params.get('kind'));
+    if (initial && params.get('view') === 'flame') this.setMode('flame', false);
     if (sp) {
       this.highlight = sp;
       this.reveal(sp, false, true);
-      this.select(sp, false);
+      // A break found by service and operation gets its span id into the URL.
+      this.select(sp, brk && !id);
     } else if (!initial) {
       this.select(null, false);
     }
+  }
+
+  /** The span of `svc`/`op` most likely to be a doctor finding's break: orphans, skew, leaves first. */
+  findBreak(svc, op) {
+    let best = null;
+    let bestScore = -1;
+    for (const sp of this.trace.order) {
+      if (sp.svc !== svc || (op && sp.op !== op)) continue;
+      const score = (sp.orphan ? 4 : 0) + (sp.skew ? 4 : 0) + (!sp.parent && sp !== this.trace.root ? 2 : 0) + (sp.children.length ? 0 : 1);
+      if (score > bestScore) {
+        best = sp;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+
+  showBreak(sp, kind) {
+    this.breakSpan = sp || null;
+    if (this.breakNote) this.breakNote.remove();
+    this.breakNote = null;
+    if (!sp) return;
+    const what = {
+      context_lost_between_services: 'this call lost the trace context: the service it called started a new trace',
+      context_lost_in_service: 'a new trace started while this span ran: work inside the service lost the context',
+      orphan_spans: 'the parent of this span never arrived',
+      multiple_roots: 'this span started a second root in the trace',
+      clock_skew: 'this span lies outside its parent because of clock skew',
+    }[kind] || 'the trace doctor found a problem at this span';
+    this.breakNote = h(
+      'div.doctor-break-note#doctor-break-note',
+      { role: 'note' },
+      h('b', null, '⚡ Doctor: '),
+      h('a', { href: `?span=${sp.id}`, onclick: (e) => { e.preventDefault(); this.reveal(sp, true, true); } }, `${sp.svc}: ${sp.op}`),
+      ` — ${what}. `,
+      h('a', { href: '/doctor' }, 'All findings'),
+    );
+    this.warnBox.after(this.breakNote);
   }
 
   // ----- events ---------------------------------------------------------------------------------
