@@ -1,7 +1,9 @@
 //! # clew-ui — the UI room
 //!
 //! The web UI served next to the Jaeger API on the query port: search, trace waterfall (virtualized,
-//! critical path, find, warnings, statistics), structural trace comparison and the service graph.
+//! critical path, find, warnings, statistics) and flame graph, structural trace comparison, the
+//! service graph, the Monitor page (per-service/operation RED metrics from `/api/metrics/*`) and the
+//! Doctor page (`/api/doctor/findings`).
 //!
 //! **There is no build step.** The UI is plain hand-written ES modules, CSS and HTML under
 //! `assets/`; those files *are* what the binary serves. They are embedded at compile time with
