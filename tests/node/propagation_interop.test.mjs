@@ -15,9 +15,13 @@
 //
 // Differences between the implementations are pinned by explicit assertions (see the
 // "known differences" tests), not hidden by the generators:
-//   * tracestate: Clew drops the whole header when it is invalid (a bad member, a duplicated key,
-//     more than 32 members); Node drops only the bad members, keeps the last value of a duplicated
-//     key, and keeps the first 32 members. Over 512 characters, Node keeps members in order while
+//   * tracestate: Clew drops the whole header when it is invalid (a bad member, more than 32
+//     members); Node drops only the bad members and keeps the first 32 members. A duplicated key
+//     is not invalid (the spec makes uniqueness the sender's duty; a receiver MAY discard
+//     duplicates): Clew keeps the left-most entry (position and value), Node the first position
+//     with the last value. Node validates keys with the Level 1 grammar (`tenant@system`, simple
+//     keys starting with a letter), so Level 2 keys such as `foo@@bar` or `1abc` are bad members
+//     to Node; Clew follows the Level 2 grammar. Over 512 characters, Node keeps members in order while
 //     they fit; it does not remove over-128-character members first as Clew (and the spec) do.
 //   * traceparent flags: Node passes every flag bit through and writes the flags as
 //     `0${flags.toString(16)}`, so flags >= 0x10 come out as three digits ("0ff"), an invalid
@@ -486,8 +490,20 @@ test("tracestate: Clew's truncation (32 members, 512 characters) is accepted by 
 test('tracestate: known differences on invalid lists', () => {
   // A member with an invalid key: Clew drops the whole header; Node drops only that member.
   assert.deepEqual(bothTracestate('a=1,B=2,c=3'), { clew: [], node: [['a', '1'], ['c', '3']] });
-  // A duplicated key: Clew drops the whole header; Node keeps the first position, last value.
-  assert.deepEqual(bothTracestate('a=1,b=2,a=3'), { clew: [], node: [['a', '3'], ['b', '2']] });
+  // A duplicated key is the sender's fault, not an invalid header (W3C Trace Context, "Mutating
+  // the tracestate Field"; the official suite's test_tracestate_duplicated_keys accepts either
+  // entry): Clew keeps the left-most entry, position and value (the most recent one); Node keeps
+  // the first position with the last value.
+  assert.deepEqual(bothTracestate('a=1,b=2,a=3'), {
+    clew: [['a', '1'], ['b', '2']],
+    node: [['a', '3'], ['b', '2']],
+  });
+  // Keys valid under the Level 2 grammar only (`key = ( lcalpha / DIGIT ) 0*255 ( keychar )`,
+  // `@` an ordinary keychar): Clew keeps them; Node still validates the Level 1 grammar
+  // (`tenant@system`, a simple key starting with a letter) and drops those members.
+  for (const k of ['foo@', 'foo@@bar', 'foo@bar@baz', '1abc', `t@${'v'.repeat(15)}`]) {
+    assert.deepEqual(bothTracestate(`${k}=1,b=2`), { clew: [[k, '1'], ['b', '2']], node: [['b', '2']] }, k);
+  }
   // 33 members: Clew drops the whole header (over the 32-member limit); Node keeps the first 32.
   const m33 = Array.from({ length: 33 }, (_, i) => [`k${i}`, 'v']);
   assert.deepEqual(bothTracestate(tsString(m33)), { clew: [], node: m33.slice(0, 32) });

@@ -16,6 +16,12 @@ Known differences of the Python SDK from the W3C Baggage spec are pinned by thei
     sends `+` as `%2B` so that Python (and any form decoder) reads it back as `+`.
   * Python strips leading/trailing whitespace of decoded values and percent-encodes keys.
   * Python has no baggage properties: a member's `;prop` metadata is kept as part of its value.
+
+Known differences on tracestate are pinned by `test_known_python_tracestate_deviations`: Python
+drops the whole header on a duplicated key (the W3C spec makes uniqueness the sender's duty and lets
+a receiver keep the header; Clew keeps the left-most entry), and it validates keys with the Level 1
+grammar (`tenant@system`, simple keys starting with a letter), so a header with a Level 2 key such
+as `foo@@bar` or `1abc` is dropped by Python and kept by Clew.
 """
 
 from __future__ import annotations
@@ -330,6 +336,25 @@ def test_known_python_baggage_deviations(clew):
         {"key": "k", "value": "v", "properties": [["p", "1"], ["q", None]]},
         {"key": "u", "value": "中", "properties": []},
     ]
+
+
+def test_known_python_tracestate_deviations(clew):
+    tp = "00-12345678901234567890123456789012-1234567890123456-01"
+
+    def both(ts: str):
+        headers = {"traceparent": tp, "tracestate": ts}
+        return clew.extract("w3c", headers)["span"]["tracestate"], py_span(py_extract([TC], headers))["tracestate"]
+
+    # A duplicated key: the spec makes key uniqueness the sender's duty and lets a receiver keep the
+    # header (discarding duplicates is allowed, not required). Clew keeps the left-most entry;
+    # Python drops the whole header.
+    assert both("a=1,b=2,a=3") == ([["a", "1"], ["b", "2"]], [])
+    # Level 2 key grammar (`( lcalpha / DIGIT ) 0*255 ( keychar )`, `@` an ordinary keychar):
+    # Clew keeps these keys; Python applies the Level 1 grammar and drops the whole header.
+    for k in ["foo@", "foo@@bar", "foo@bar@baz", "1abc", "t@" + "v" * 15]:
+        assert both(f"{k}=1,b=2") == ([[k, "1"], ["b", "2"]], []), k
+    # Keys valid in both grammars travel both ways unchanged.
+    assert both("1tenant@vendor=x,congo=y") == ([["1tenant@vendor", "x"], ["congo", "y"]],) * 2
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ use crate::tracestate::{TraceState, DEFAULT_MAX_LEN, TRACESTATE};
 /// W3C Trace Context Level 2.
 ///
 /// * extract: exactly one valid `traceparent` is required (several fields → invalid); when it is
-///   invalid, `tracestate` is not even parsed; an invalid `tracestate` is dropped but does not
-///   affect `traceparent`.
+///   invalid, `tracestate` is not even parsed; an invalid `tracestate` (a member breaking the key
+///   or value grammar, more than 32 members) is dropped but does not affect `traceparent`; a
+///   duplicated key is not invalid — the header is kept with the key's left-most entry (see
+///   [`crate::tracestate`]).
 /// * inject: version `00`, known flags only (the random flag is kept), `tracestate` truncated to
 ///   [`TraceContextPropagator::max_tracestate_len`] characters by whole members.
 #[derive(Clone, Debug)]
@@ -152,10 +154,32 @@ mod tests {
     fn invalid_tracestate_does_not_affect_traceparent() {
         let h = HeaderList::new()
             .with("traceparent", TP)
-            .with("tracestate", "foo=1,foo=2");
+            .with("tracestate", "foo=1,@bar=2");
         let sc = extract(&h).expect("traceparent still valid");
         assert!(sc.trace_state.is_empty());
         assert_eq!(sc.trace_id.to_string(), "12345678901234567890123456789012");
+    }
+
+    #[test]
+    fn duplicated_tracestate_keys_are_propagated_once() {
+        // The suite's test_tracestate_duplicated_keys: the header is inherited, with `foo=1`, `foo=2`
+        // or both; Clew sends the left-most entry of each key.
+        for (fields, want) in [
+            (vec!["foo=1,foo=1"], "foo=1"),
+            (vec!["foo=1,foo=2"], "foo=1"),
+            (vec!["foo=1", "foo=1"], "foo=1"),
+            (vec!["foo=1", "foo=2"], "foo=1"),
+            (vec!["rojo=1,congo=2,rojo=3"], "rojo=1,congo=2"),
+        ] {
+            let mut h = HeaderList::new().with("traceparent", TP);
+            for f in &fields {
+                h.append("tracestate", *f);
+            }
+            let sc = extract(&h).expect("valid");
+            let mut out = HeaderList::new();
+            TraceContextPropagator::new().inject(&Context::new().with_span(sc.child()), &mut out);
+            assert_eq!(out.get("tracestate"), Some(want), "{fields:?}");
+        }
     }
 
     #[test]
