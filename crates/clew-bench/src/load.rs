@@ -34,6 +34,8 @@ pub struct LoadSpec {
     pub server_pid: Option<u32>,
     /// Keep up to this many sent trace ids (reservoir) for the query benchmark.
     pub keep_ids: usize,
+    /// TLS: trust this CA file (PEM) and connect over TLS (server name `localhost`).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -104,22 +106,44 @@ type Sent = Result<u64, String>;
 
 impl Client {
     async fn connect(spec: &LoadSpec) -> anyhow::Result<Self> {
+        let ca = match &spec.tls_ca {
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("reading the CA file {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let scheme = if ca.is_some() { "https" } else { "http" };
         Ok(match spec.protocol {
             Protocol::Grpc => {
-                let ch = tonic::transport::Endpoint::new(format!("http://{}", spec.endpoint))?
-                    .tcp_nodelay(true)
+                let mut ep =
+                    tonic::transport::Endpoint::new(format!("{scheme}://{}", spec.endpoint))?
+                        .tcp_nodelay(true);
+                if let Some(ca) = &ca {
+                    // tonic's own TLS (rustls, aws-lc-rs), like any OTLP gRPC client.
+                    ep = ep.tls_config(
+                        tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                            .domain_name("localhost"),
+                    )?;
+                }
+                let ch = ep
                     .connect()
                     .await
                     .with_context(|| format!("connecting to {}", spec.endpoint))?;
                 Client::Grpc(tonic::client::Grpc::new(ch).max_decoding_message_size(64 << 20))
             }
-            Protocol::Http => Client::Http(
-                reqwest::Client::builder()
+            Protocol::Http => {
+                let mut b = reqwest::Client::builder()
                     .pool_max_idle_per_host(1)
-                    .tcp_nodelay(true)
-                    .build()?,
-                format!("http://{}/v1/traces", spec.endpoint),
-            ),
+                    .tcp_nodelay(true);
+                if let Some(ca) = &ca {
+                    b = b.tls_certs_only([reqwest::Certificate::from_pem(ca)?]);
+                }
+                Client::Http(
+                    b.build()?,
+                    format!("{scheme}://{}/v1/traces", spec.endpoint),
+                )
+            }
         })
     }
 

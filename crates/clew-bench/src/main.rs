@@ -90,6 +90,7 @@ impl DriveArgs {
             max_spans: 0,
             server_pid,
             keep_ids: 0,
+            tls_ca: None,
         }
     }
 }
@@ -122,10 +123,42 @@ enum Cmd {
         /// Server process id, to read its CPU time from /proc.
         #[arg(long)]
         pid: Option<u32>,
+        /// Connect over TLS, trusting this CA certificate (PEM); the server's certificate must
+        /// name `localhost`.
+        #[arg(long, value_name = "FILE")]
+        tls_ca_file: Option<PathBuf>,
         #[command(flatten)]
         drive: DriveArgs,
         #[command(flatten)]
         pool: PoolArgs,
+    },
+    /// What TLS costs Clew's ingest: alternating runs of the same load against Clew with
+    /// plaintext OTLP listeners and with TLS on them (server certificate only); prints spans per
+    /// CPU-second of each and the extra server CPU per span with TLS.
+    TlsCost {
+        #[arg(long, default_value = "target/release/clew")]
+        clew_bin: PathBuf,
+        /// Runs per mode and protocol (alternating).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, value_delimiter = ',', default_value = "grpc,http")]
+        protocols: Vec<Protocol>,
+        /// The server's certificate (must name `localhost`), its key, and the CA the load
+        /// generator trusts (default: the example certificates).
+        #[arg(long, default_value = "examples/config/certs/server.pem")]
+        cert_file: PathBuf,
+        #[arg(long, default_value = "examples/config/certs/server-key.pem")]
+        key_file: PathBuf,
+        #[arg(long, default_value = "examples/config/certs/ca.pem")]
+        ca_file: PathBuf,
+        #[arg(long, default_value = "target/bench-data")]
+        work_dir: PathBuf,
+        #[command(flatten)]
+        drive: DriveArgs,
+        #[command(flatten)]
+        pool: PoolArgs,
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Clew (durable, ack after fsync) and rotel (blackhole exporter) side by side: alternating runs
     /// of the same load; prints spans per CPU-second of each and the ratio.
@@ -232,11 +265,14 @@ async fn main() -> anyhow::Result<()> {
             protocol,
             endpoint,
             pid,
+            tls_ca_file,
             drive,
             pool,
         } => {
             let pool = pool.build();
-            let r = load::run(drive.spec(protocol, endpoint, pid), pool).await?;
+            let mut spec = drive.spec(protocol, endpoint, pid);
+            spec.tls_ca = tls_ca_file;
+            let r = load::run(spec, pool).await?;
             print_load("target", &r);
             println!("{}", serde_json::to_string(&r)?);
         }
@@ -301,6 +337,87 @@ async fn main() -> anyhow::Result<()> {
                     "clew_spans_per_cpu_second": c,
                     "rotel_spans_per_cpu_second": r,
                     "ratio": ratio,
+                }));
+            }
+            write_json(&json, serde_json::json!({"summary": summary, "runs": all}))?;
+        }
+        Cmd::TlsCost {
+            clew_bin,
+            rounds,
+            protocols,
+            cert_file,
+            key_file,
+            ca_file,
+            work_dir,
+            drive,
+            pool,
+            json,
+        } => {
+            let pool = pool.build();
+            std::fs::create_dir_all(&work_dir)?;
+            let abs =
+                |p: &Path| std::fs::canonicalize(p).with_context(|| format!("{}", p.display()));
+            let (cert, key, ca) = (abs(&cert_file)?, abs(&key_file)?, abs(&ca_file)?);
+            let tls = format!(
+                "{{cert_file: {}, key_file: {}}}",
+                cert.display(),
+                key.display()
+            );
+            let tls_config = work_dir.join("tls.yaml");
+            std::fs::write(
+                &tls_config,
+                format!(
+                    "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: 127.0.0.1:4317, tls: {tls}}}\n      http: {{endpoint: 127.0.0.1:4318, tls: {tls}}}\n"
+                ),
+            )?;
+            let mut all = Vec::new();
+            let mut summary = Vec::new();
+            for protocol in protocols {
+                let (mut plain_rates, mut tls_rates) = (Vec::new(), Vec::new());
+                for round in 0..rounds {
+                    // Alternate which goes first so drift on a shared machine hits both alike.
+                    let order = if round % 2 == 0 {
+                        [false, true]
+                    } else {
+                        [true, false]
+                    };
+                    for with_tls in order {
+                        let name = if with_tls { "tls" } else { "plain" };
+                        let log = work_dir.join(format!("clew-{name}.log"));
+                        let data = work_dir.join("clew-data");
+                        fresh_dir(&data)?;
+                        let config = with_tls.then_some(tls_config.as_path());
+                        let server = servers::start_clew(&clew_bin, &data, config, &log)?;
+                        let endpoint = match protocol {
+                            Protocol::Grpc => server.grpc.clone(),
+                            Protocol::Http => server.http.clone(),
+                        };
+                        let mut spec = drive.spec(protocol, endpoint, Some(server.pid()));
+                        spec.tls_ca = with_tls.then(|| ca.clone());
+                        let r = load::run(spec, pool.clone()).await?;
+                        server.stop()?;
+                        print_load(name, &r);
+                        let per_cpu = r.spans_per_cpu_second.unwrap_or(0.0);
+                        if with_tls {
+                            tls_rates.push(per_cpu);
+                        } else {
+                            plain_rates.push(per_cpu);
+                        }
+                        all.push(serde_json::json!({"mode": name, "round": round, "result": r}));
+                    }
+                }
+                let (p, t) = (median(plain_rates), median(tls_rates));
+                // CPU per span is 1 / (spans per CPU-second).
+                let extra = if t > 0.0 { p / t - 1.0 } else { 0.0 };
+                println!(
+                    "==> {protocol:?}: plaintext {p:.0} vs TLS {t:.0} spans per CPU-second (median of {rounds}); TLS costs {:+.1} % CPU per span",
+                    extra * 100.0
+                );
+                summary.push(serde_json::json!({
+                    "protocol": format!("{protocol:?}").to_lowercase(),
+                    "plaintext_spans_per_cpu_second": p,
+                    "tls_spans_per_cpu_second": t,
+                    "tls_extra_cpu_per_span": extra,
                 }));
             }
             write_json(&json, serde_json::json!({"summary": summary, "runs": all}))?;

@@ -80,6 +80,7 @@ pub async fn storage_run(
             max_spans: spans,
             server_pid: Some(server.pid()),
             keep_ids: 20_000,
+            tls_ca: None,
         },
         pool.clone(),
     )

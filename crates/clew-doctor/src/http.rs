@@ -258,10 +258,9 @@ async fn findings(
     let end = end.min(opts.horizon());
     let start = start.min(end);
     opts.window = Some((start, end));
-    let (traces, in_window) =
-        collect_window_traces(st.reader.as_ref(), &tenant, start, end, limit)
-            .await
-            .map_err(internal)?;
+    let (traces, in_window) = collect_window_traces(st.reader.as_ref(), &tenant, start, end, limit)
+        .await
+        .map_err(internal)?;
     let mut report = analyze_window(&traces, &opts);
     report.set_traces_in_window(in_window);
     Ok(Json(report).into_response())

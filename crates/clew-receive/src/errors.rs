@@ -31,6 +31,12 @@ pub(crate) enum Rejection {
     UnsupportedMediaType(String),
     /// The sink refused the batch.
     Sink(SinkError),
+    /// Over the tenant's ingestion rate (`clew_security::limits`): retryable after `retry_after`.
+    /// `limit` says which limit, its value and the tenant.
+    RateLimited {
+        retry_after: Duration,
+        limit: String,
+    },
     /// The receiver's configuration is invalid (reported per request by the routers).
     Misconfigured(String),
 }
@@ -64,7 +70,13 @@ impl Rejection {
                 format!("internal error, data not accepted, retry: {m}")
             }
             Rejection::Misconfigured(m) => format!("receiver misconfigured: {m}"),
+            Rejection::RateLimited { limit, .. } => limit.clone(),
         }
+    }
+
+    /// Whether `Shared::ingest` has already counted and logged this refusal (it returns these).
+    pub(crate) fn counted_by_ingest(&self) -> bool {
+        matches!(self, Rejection::Sink(_) | Rejection::RateLimited { .. })
     }
 
     /// gRPC code: `Unavailable` for anything the client should retry (the data was not acked).
@@ -75,6 +87,8 @@ impl Rejection {
             | Rejection::Sink(SinkError::Invalid(_)) => tonic::Code::InvalidArgument,
             Rejection::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
             Rejection::TooLarge { .. } => tonic::Code::ResourceExhausted,
+            // Retryable only with the `RetryInfo` that `to_grpc_status` adds (OTLP spec).
+            Rejection::RateLimited { .. } => tonic::Code::ResourceExhausted,
             Rejection::Sink(_) => tonic::Code::Unavailable,
             Rejection::Misconfigured(_) => tonic::Code::Internal,
         }
@@ -92,6 +106,7 @@ impl Rejection {
             // Internal sink failures are 503, not 500: OTLP clients retry 503 but drop on 500, and
             // the data was not accepted.
             Rejection::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,6 +116,7 @@ impl Rejection {
         match self {
             Rejection::Sink(SinkError::Overloaded { retry_after, .. }) => Some(*retry_after),
             Rejection::Sink(SinkError::Internal(_)) => Some(INTERNAL_RETRY_AFTER),
+            Rejection::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -114,6 +130,7 @@ impl Rejection {
             Rejection::TooLarge { .. } => Outcome::TooLarge,
             Rejection::UnsupportedMediaType(_) => Outcome::UnsupportedMediaType,
             Rejection::Sink(SinkError::Overloaded { .. }) => Outcome::Overloaded,
+            Rejection::RateLimited { .. } => Outcome::RateLimited,
             Rejection::Sink(SinkError::ShuttingDown) => Outcome::ShuttingDown,
             Rejection::Sink(SinkError::Internal(_)) | Rejection::Misconfigured(_) => {
                 Outcome::Internal
@@ -131,6 +148,7 @@ impl Rejection {
             Rejection::TooLarge { .. } => RejectReason::TooLarge,
             Rejection::UnsupportedMediaType(_) => RejectReason::UnsupportedMediaType,
             Rejection::Sink(SinkError::Overloaded { .. }) => RejectReason::Overloaded,
+            Rejection::RateLimited { .. } => RejectReason::RateLimited,
             Rejection::Sink(SinkError::ShuttingDown) => RejectReason::ShuttingDown,
             Rejection::Sink(SinkError::Internal(_)) | Rejection::Misconfigured(_) => {
                 RejectReason::Internal
@@ -295,6 +313,36 @@ mod tests {
         assert_eq!(
             Rejection::Sink(SinkError::Invalid("x".into())).http_status(),
             StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn rate_limited_is_429_and_resource_exhausted_with_retry_info() {
+        let r = Rejection::RateLimited {
+            retry_after: Duration::from_millis(2500),
+            limit: "ingestion rate limit exceeded for tenant small".into(),
+        };
+        assert_eq!(r.http_status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.grpc_code(), tonic::Code::ResourceExhausted);
+        assert_eq!(r.retry_after().map(retry_after_secs), Some(3));
+        assert_eq!(r.outcome(), Outcome::RateLimited);
+        assert_eq!(r.reject_reason(), RejectReason::RateLimited);
+        assert!(r.counted_by_ingest());
+        assert!(!Rejection::Malformed("x".into()).counted_by_ingest());
+        let st = r.to_grpc_status();
+        assert_eq!(
+            st.message(),
+            "ingestion rate limit exceeded for tenant small"
+        );
+        let details = rpc::Status::decode(st.details()).unwrap();
+        assert_eq!(details.code, tonic::Code::ResourceExhausted as i32);
+        let info = rpc::RetryInfo::decode(details.details[0].value.as_slice()).unwrap();
+        assert_eq!(
+            info.retry_delay,
+            Some(rpc::ProtoDuration {
+                seconds: 2,
+                nanos: 500_000_000
+            })
         );
     }
 

@@ -50,13 +50,62 @@ pub async fn serve_otlp_grpc(
     metrics: ReceiverMetrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiveError> {
+    serve_otlp_grpc_incoming(TcpIncoming::from(listener), sink, cfg, metrics, shutdown).await
+}
+
+/// Serves OTLP/gRPC on a stream of accepted connections (e.g. a TLS listener's, whose
+/// connections carry TLS and the caller's identity as tonic connect info, which tonic puts in
+/// each request's extensions) until `shutdown` completes, then drains in-flight requests.
+pub async fn serve_otlp_grpc_incoming<I, IO, IE>(
+    incoming: I,
+    sink: Arc<dyn SpanSink>,
+    cfg: ReceiverConfig,
+    metrics: ReceiverMetrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReceiveError>
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let gate = clew_security::auth::TenantGateLayer::off();
+    serve_otlp_grpc_gated(incoming, sink, cfg, metrics, gate, shutdown).await
+}
+
+/// As [`serve_otlp_grpc_incoming`], behind the tenant gate (`clew_security::auth`): it runs
+/// before anything else, authenticates, and rewrites the tenant metadata to the tenant the
+/// caller's identity may use; refusals are `UNAUTHENTICATED` / `PERMISSION_DENIED`.
+pub async fn serve_otlp_grpc_gated<I, IO, IE>(
+    incoming: I,
+    sink: Arc<dyn SpanSink>,
+    cfg: ReceiverConfig,
+    metrics: ReceiverMetrics,
+    gate: clew_security::auth::TenantGateLayer,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReceiveError>
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let service = otlp_grpc_service(sink, cfg, metrics)?;
     tonic::transport::Server::builder()
+        .layer(gate)
         .layer(tower::util::MapResponseLayer::new(
             too_large_is_not_retryable as fn(_) -> _,
         ))
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

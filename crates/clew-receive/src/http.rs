@@ -1,6 +1,7 @@
 //! OTLP/HTTP: `POST /v1/traces` with `application/x-protobuf` or `application/json` bodies, gzip or
 //! identity. Responses follow the OTLP/HTTP spec: the `Content-Type` of the request, an
-//! `ExportTraceServiceResponse` on success, a `google.rpc.Status` on failure, `Retry-After` on 503.
+//! `ExportTraceServiceResponse` on success, a `google.rpc.Status` on failure, `Retry-After` on 503
+//! and 429.
 
 use crate::decode::{self, MediaType};
 use crate::errors::{retry_after_secs, rpc, Rejection};
@@ -41,8 +42,8 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
     match handle(&shared, media, &headers, body).await {
         Ok(report) => success(media, &report),
         Err(rejection) => {
-            // `ingest` has counted sink refusals already.
-            if !matches!(rejection, Rejection::Sink(_)) {
+            // `ingest` has counted sink and rate refusals already.
+            if !rejection.counted_by_ingest() {
                 shared.refused(&rejection);
             }
             error_response(media, &rejection)
@@ -58,6 +59,7 @@ async fn handle(
 ) -> Result<ValidationReport, Rejection> {
     let tenant = shared.resolver()?.resolve_http(headers)?;
     let bytes = decode::read_decoded(headers, body, shared.max_bytes).await?;
+    let size = bytes.len();
     let request = match media {
         MediaType::Protobuf => ExportTraceServiceRequest::decode(bytes)
             .map_err(|e| Rejection::Malformed(format!("invalid OTLP protobuf: {e}")))?,
@@ -65,11 +67,12 @@ async fn handle(
             .map_err(|e| Rejection::Malformed(e.to_string()))?,
     };
     shared
-        .ingest(
+        .ingest_sized(
             tenant,
             request.resource_spans,
             ValidationReport::default(),
             None,
+            Some(size),
         )
         .await
 }

@@ -1,12 +1,14 @@
-//! The part every receiver shares once a payload is decoded: per-span validation, handing the batch
-//! to the sink, and counting what happened.
+//! The part every receiver shares once a payload is decoded: per-span validation, the tenant's
+//! limits, handing the batch to the sink, and counting what happened.
 
 use crate::errors::Rejection;
 use crate::metrics::{Outcome, Protocol, ReceiverMetrics, RejectReason};
 use crate::tenant::TenantResolver;
 use crate::ReceiverConfig;
 use clew_model::otlp::trace::ResourceSpans;
+use clew_model::otlp::Message;
 use clew_model::{SpanBatch, SpanSink, Tenant, ValidationReport};
+use clew_security::limits::Limiter;
 use std::sync::Arc;
 
 /// What a receiver needs per request; shared by all requests of one receiver.
@@ -18,6 +20,7 @@ pub(crate) struct Shared {
     pub max_bytes: usize,
     pub metrics: ReceiverMetrics,
     pub protocol: Protocol,
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 impl Shared {
@@ -40,6 +43,7 @@ impl Shared {
             max_bytes: cfg.max_message_bytes.max(1),
             metrics,
             protocol,
+            limiter: cfg.limiter.clone(),
         }
     }
 
@@ -67,6 +71,20 @@ impl Shared {
         earlier: ValidationReport,
         received: Option<u64>,
     ) -> Result<ValidationReport, Rejection> {
+        self.ingest_sized(tenant, resource_spans, earlier, received, None)
+            .await
+    }
+
+    /// [`Shared::ingest`] with the request's decoded size in bytes, for the tenant's bytes rate
+    /// (without it, the encoded size of the spans is computed when a bytes rate applies).
+    pub(crate) async fn ingest_sized(
+        &self,
+        tenant: Tenant,
+        resource_spans: Vec<ResourceSpans>,
+        earlier: ValidationReport,
+        received: Option<u64>,
+        request_bytes: Option<usize>,
+    ) -> Result<ValidationReport, Rejection> {
         let mut batch = SpanBatch::new(tenant, resource_spans);
         let received = received.unwrap_or(batch.span_count() as u64 + earlier.rejected_spans);
         self.metrics.add_received(self.protocol, received);
@@ -89,9 +107,52 @@ impl Shared {
             );
         }
 
+        // Per-tenant limits, after validation: the rate refuses the whole request (retryably),
+        // attribute limits cut values, per-trace limits drop spans (partial success).
+        let mut reservation = None;
+        let count = batch.span_count() as u64;
+        if let (Some(limiter), true) = (&self.limiter, count > 0) {
+            let size = || {
+                request_bytes.map(|b| b as u64).unwrap_or_else(|| {
+                    batch
+                        .resource_spans
+                        .iter()
+                        .map(|rs| rs.encoded_len() as u64)
+                        .sum()
+                })
+            };
+            if let Err(limited) = limiter.check_rate(&batch.tenant, count, size) {
+                let rejection = Rejection::RateLimited {
+                    retry_after: limited.retry_after,
+                    limit: limited.to_string(),
+                };
+                self.metrics
+                    .add_rejected(self.protocol, RejectReason::RateLimited, count);
+                self.refused(&rejection);
+                return Err(rejection);
+            }
+            let applied = limiter.apply(&batch.tenant, &mut batch.resource_spans);
+            if let Some(message) = applied.message {
+                report.rejected_spans += applied.rejected_spans;
+                report.first_error = Some(match report.first_error.take() {
+                    Some(first) => format!("{first}; {message}"),
+                    None => message,
+                });
+                self.metrics.add_rejected(
+                    self.protocol,
+                    RejectReason::TraceLimit,
+                    applied.rejected_spans,
+                );
+            }
+            reservation = Some(applied.reservation);
+        }
+
         let count = batch.span_count() as u64;
         if count > 0 {
             if let Err(e) = self.sink.consume(batch).await {
+                if let (Some(limiter), Some(r)) = (&self.limiter, reservation) {
+                    limiter.release(r);
+                }
                 let rejection = Rejection::Sink(e);
                 self.metrics
                     .add_rejected(self.protocol, rejection.reject_reason(), count);

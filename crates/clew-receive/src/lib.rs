@@ -4,14 +4,15 @@
 //! [`clew_model::SpanSink`]: OTLP/gRPC (:4317), OTLP/HTTP protobuf and JSON (:4318), Zipkin v2 JSON
 //! (:9411). A client is acknowledged only when the sink returns `Ok` (for the store: fsynced).
 //!
-//! May depend on: `clew-model`, network and codec crates. Must not depend on the pipeline's
-//! processors, the store or the query room.
+//! May depend on: `clew-model`, `clew-security` (per-tenant limits), network and codec crates.
+//! Must not depend on the pipeline's processors, the store or the query room.
 //!
 //! ## Entry points
 //!
 //! - [`serve_otlp_grpc`]: runs `opentelemetry.proto.collector.trace.v1.TraceService/Export` on a
-//!   listener until the shutdown future completes ([`otlp_grpc_service`] gives the bare service for
-//!   callers that run their own tonic server).
+//!   listener until the shutdown future completes ([`serve_otlp_grpc_incoming`]: on any stream of
+//!   accepted connections, e.g. TLS; [`otlp_grpc_service`] gives the bare service for callers that
+//!   run their own tonic server).
 //! - [`otlp_http_router`]: `POST /v1/traces` (protobuf or JSON, gzip or identity).
 //! - [`zipkin_router`]: `POST /api/v2/spans` (Zipkin v2 JSON, gzip or identity), answered `202`.
 //!
@@ -22,7 +23,10 @@
 //!
 //! Every request is checked in the same order: content type (415), tenant (400), body size and
 //! decompression (413/400), decoding (400), then per-span id validation (partial success), then the
-//! sink (503 / `Unavailable` when it is overloaded, shutting down or failing).
+//! tenant's limits when [`ReceiverConfig::limiter`] is set (ingestion rate: 429 /
+//! `ResourceExhausted` with a retry delay; attribute limits: cut, not rejected; per-trace limits:
+//! partial success naming the limit), then the sink (503 / `Unavailable` when it is overloaded,
+//! shutting down or failing).
 
 mod decode;
 mod errors;
@@ -34,7 +38,10 @@ mod tenant;
 mod zipkin_http;
 
 pub use errors::ReceiveError;
-pub use grpc::{otlp_grpc_service, serve_otlp_grpc, OtlpGrpcService};
+pub use grpc::{
+    otlp_grpc_service, serve_otlp_grpc, serve_otlp_grpc_gated, serve_otlp_grpc_incoming,
+    OtlpGrpcService,
+};
 pub use http::otlp_http_router;
 pub use metrics::{Outcome, Protocol, ReceiverMetrics, RejectReason};
 pub use zipkin_http::zipkin_router;
@@ -57,6 +64,8 @@ pub struct ReceiverConfig {
     pub max_message_bytes: usize,
     /// The tenant of requests that carry no tenant header.
     pub default_tenant: Tenant,
+    /// Per-tenant limits, one limiter shared by every receiver; `None`: no limits.
+    pub limiter: Option<std::sync::Arc<clew_security::limits::Limiter>>,
 }
 
 impl Default for ReceiverConfig {
@@ -65,6 +74,7 @@ impl Default for ReceiverConfig {
             tenant_header: DEFAULT_TENANT_HEADER.to_string(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             default_tenant: Tenant::default(),
+            limiter: None,
         }
     }
 }

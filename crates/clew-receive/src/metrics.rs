@@ -38,6 +38,8 @@ pub enum Outcome {
     TooLarge,
     UnsupportedMediaType,
     Overloaded,
+    /// Refused by the tenant's ingestion rate (429 / `ResourceExhausted`, retryable).
+    RateLimited,
     ShuttingDown,
     Internal,
 }
@@ -52,6 +54,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::UnsupportedMediaType => "unsupported_media_type",
             Outcome::Overloaded => "overloaded",
+            Outcome::RateLimited => "rate_limited",
             Outcome::ShuttingDown => "shutting_down",
             Outcome::Internal => "internal",
         }
@@ -68,6 +71,10 @@ pub enum RejectReason {
     TooLarge,
     UnsupportedMediaType,
     Overloaded,
+    /// The request was over the tenant's ingestion rate.
+    RateLimited,
+    /// The span was over its trace's `max_spans_per_trace` / `max_bytes_per_trace`.
+    TraceLimit,
     ShuttingDown,
     Internal,
 }
@@ -81,6 +88,8 @@ impl RejectReason {
             RejectReason::TooLarge => "too_large",
             RejectReason::UnsupportedMediaType => "unsupported_media_type",
             RejectReason::Overloaded => "overloaded",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::TraceLimit => "trace_limit",
             RejectReason::ShuttingDown => "shutting_down",
             RejectReason::Internal => "internal",
         }

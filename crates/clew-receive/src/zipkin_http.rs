@@ -44,7 +44,7 @@ async fn spans(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body
         }
         Ok(_) => StatusCode::ACCEPTED.into_response(),
         Err(rejection) => {
-            if !matches!(rejection, Rejection::Sink(_)) {
+            if !rejection.counted_by_ingest() {
                 shared.refused(&rejection);
             }
             let mut response = text(rejection.http_status(), rejection.message());
@@ -69,14 +69,16 @@ async fn handle(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Hand
     decode::zipkin_media_type(headers)?;
     let tenant = shared.resolver()?.resolve_http(headers)?;
     let bytes = decode::read_decoded(headers, body, shared.max_bytes).await?;
+    let size = bytes.len();
     let converted = zipkin::decode_json(&bytes).map_err(|e| Rejection::Malformed(e.to_string()))?;
     let received = converted.received_spans;
     let report: ValidationReport = shared
-        .ingest(
+        .ingest_sized(
             tenant,
             converted.resource_spans,
             converted.report,
             Some(received),
+            Some(size),
         )
         .await?;
     Ok(Handled {

@@ -15,9 +15,16 @@ pub struct QueryTarget {
     /// Tenant header name.
     #[arg(long, default_value = "X-Scope-OrgID")]
     pub tenant_header: String,
+    #[command(flatten)]
+    pub tls: crate::tls_args::ClientTlsArgs,
 }
 
 impl QueryTarget {
+    /// An HTTP client for the query URL (`https://` with the TLS flags).
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        self.tls.http_client(&self.query)
+    }
+
     fn get(&self, client: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
         let mut req = client.get(format!("{}{}", self.query.trim_end_matches('/'), path));
         if let Some(t) = &self.tenant {
@@ -36,7 +43,7 @@ pub struct TraceArgs {
 }
 
 pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = args.target.client()?;
     let resp = args
         .target
         .get(&client, &format!("/api/v3/traces/{}", args.trace_id))
@@ -124,7 +131,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     params.push(("end".into(), now.as_micros().to_string()));
     params.push(("limit".into(), args.limit.to_string()));
 
-    let client = reqwest::Client::new();
+    let client = args.target.client()?;
     let resp = args
         .target
         .get(&client, "/api/traces")

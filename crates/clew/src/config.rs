@@ -8,6 +8,8 @@
 //! `service.extensions`.
 
 use anyhow::{bail, Context};
+use clew_security::auth::AuthConfig;
+use clew_security::tls::TlsServerSettings;
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ pub struct Config {
     pub storage: Storage,
     pub query: Query,
     pub tenancy: Tenancy,
+    /// Per-tenant limits (Tempo's overrides): `defaults`, `per_tenant_file`, `reload_interval`.
+    pub limits: Option<clew_security::limits::LimitsConfig>,
     pub service: Service,
     /// The processors of the traces pipeline, in pipeline order (filled in by validation).
     #[serde(skip)]
@@ -67,6 +71,8 @@ pub struct RemoteSampling {
 fn default_remote_http() -> Endpoint {
     Endpoint {
         endpoint: addr("127.0.0.1:5778"),
+        tls: None,
+        auth: None,
     }
 }
 
@@ -130,6 +136,8 @@ impl Default for Receivers {
             otlp: Some(Otlp::default()),
             zipkin: Some(Endpoint {
                 endpoint: addr("127.0.0.1:9411"),
+                tls: None,
+                auth: None,
             }),
         }
     }
@@ -163,6 +171,12 @@ pub struct GrpcProtocol {
     #[serde(deserialize_with = "de_addr")]
     pub endpoint: SocketAddr,
     pub max_recv_msg_size_mib: usize,
+    /// TLS / mutual TLS (the Collector's `configtls` keys); plaintext when absent.
+    pub tls: Option<TlsServerSettings>,
+    /// Authentication and the tenant gate (`bearer_tokens`, `mtls`, `oidc` or `proxy_header`;
+    /// see docs/tenant-isolation.md); open when absent.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for GrpcProtocol {
@@ -170,6 +184,8 @@ impl Default for GrpcProtocol {
         Self {
             endpoint: addr("127.0.0.1:4317"),
             max_recv_msg_size_mib: 16,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -180,6 +196,11 @@ pub struct HttpProtocol {
     #[serde(deserialize_with = "de_addr")]
     pub endpoint: SocketAddr,
     pub max_request_body_size_mib: usize,
+    pub tls: Option<TlsServerSettings>,
+    /// Authentication and the tenant gate (`bearer_tokens`, `mtls`, `oidc` or `proxy_header`;
+    /// see docs/tenant-isolation.md); open when absent.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for HttpProtocol {
@@ -187,6 +208,8 @@ impl Default for HttpProtocol {
         Self {
             endpoint: addr("127.0.0.1:4318"),
             max_request_body_size_mib: 16,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -196,6 +219,12 @@ impl Default for HttpProtocol {
 pub struct Endpoint {
     #[serde(deserialize_with = "de_addr")]
     pub endpoint: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<TlsServerSettings>,
+    /// Authentication and the tenant gate (`bearer_tokens`, `mtls`, `oidc` or `proxy_header`;
+    /// see docs/tenant-isolation.md); open when absent.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,12 +294,19 @@ impl Default for CompactionSettings {
 pub struct Query {
     #[serde(deserialize_with = "de_addr")]
     pub endpoint: SocketAddr,
+    pub tls: Option<TlsServerSettings>,
+    /// Authentication and the tenant gate (`bearer_tokens`, `mtls`, `oidc` or `proxy_header`;
+    /// see docs/tenant-isolation.md); open when absent.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for Query {
     fn default() -> Self {
         Self {
             endpoint: addr("127.0.0.1:16686"),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -361,6 +397,21 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+/// One listener of the configuration (see [`Config::listeners`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerConfig<'a> {
+    /// The section holding `endpoint` and `tls`, e.g. `receivers.otlp.protocols.grpc`.
+    pub key: &'static str,
+    pub addr: SocketAddr,
+    pub tls: Option<&'a TlsServerSettings>,
+}
+
+impl<'a> ListenerConfig<'a> {
+    fn new(key: &'static str, addr: SocketAddr, tls: Option<&'a TlsServerSettings>) -> Self {
+        Self { key, addr, tls }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -387,6 +438,40 @@ impl Config {
                 rs.strategies = Some(f);
                 rs.strategies_path = Some(full);
             }
+        }
+        if let Some(limits) = &mut cfg.limits {
+            // Relative to the config file's folder; a broken file stops start-up (a reload keeps
+            // the previous limits instead).
+            limits
+                .load_per_tenant_file(path.parent().unwrap_or(Path::new(".")))
+                .map_err(|e| anyhow::anyhow!("{origin}: key `limits.per_tenant_file`: {e}"))?;
+        }
+        // TLS files: relative to the config file's folder; read and checked now so that
+        // `clew config check` reports a bad certificate (the listener reads them again at start).
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        for tls in cfg.tls_settings_mut() {
+            tls.resolve_paths(&base);
+        }
+        let mut tls_warnings = Vec::new();
+        for l in cfg.listeners() {
+            if let Some(tls) = l.tls {
+                let checked = clew_security::tls::ServerTls::new(
+                    tls.clone(),
+                    &format!("{}.tls", l.key),
+                    clew_security::tls::Alpn::Http,
+                )
+                .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+                tls_warnings.extend(checked.warnings());
+            }
+        }
+        cfg.warnings.extend(tls_warnings);
+        // Authentication files (tokens, JWKS): relative to the config file's folder; read now so
+        // that `clew config check` reports a missing or broken file.
+        for (key, auth) in cfg.auth_configs_mut() {
+            auth.resolve_paths(&base);
+            auth.build().map_err(|e| {
+                anyhow::anyhow!("{origin}: key `{key}.auth.{}`: {}", e.key, e.message)
+            })?;
         }
         for w in &cfg.warnings {
             eprintln!("{origin}: warning: {w}");
@@ -590,6 +675,29 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(limits) = &self.limits {
+            limits.validate().map_err(anyhow::Error::msg)?;
+        }
+        for l in self.listeners() {
+            if let Some(auth) = self.listener_auth(l.key) {
+                auth.validate().map_err(|e| {
+                    let sub = if e.key.is_empty() {
+                        String::new()
+                    } else {
+                        format!(".{}", e.key)
+                    };
+                    anyhow::anyhow!("key `{}.auth{sub}`: {}", l.key, e.message)
+                })?;
+                if auth.mtls.is_some() && l.tls.is_none_or(|t| t.client_ca_file.is_none()) {
+                    bail!("key `{}.auth.mtls`: the listener verifies no client certificates, so every request would be refused (fix: add `{}.tls` with cert_file, key_file and client_ca_file)", l.key, l.key);
+                }
+            }
+        }
+        for l in self.listeners() {
+            if let Some(tls) = l.tls {
+                tls.check_keys(&format!("{}.tls", l.key))?;
+            }
+        }
         let mut seen = std::collections::HashMap::new();
         for (key, addr) in self.endpoints() {
             if let Some(other) = seen.insert(addr, key) {
@@ -631,6 +739,154 @@ impl Config {
                 self.service.telemetry.logs.level);
         }
         Ok(())
+    }
+
+    /// Every listener: its config key (the section holding `endpoint` and `tls`), address and
+    /// TLS settings. A new listener must be added here, so it gets `tls:`, the start-up warnings
+    /// and serve.rs's `bind` like every other.
+    pub fn listeners(&self) -> Vec<ListenerConfig<'_>> {
+        let mut out = Vec::new();
+        if let Some(otlp) = &self.receivers.otlp {
+            if let Some(g) = &otlp.protocols.grpc {
+                out.push(ListenerConfig::new(
+                    "receivers.otlp.protocols.grpc",
+                    g.endpoint,
+                    g.tls.as_ref(),
+                ));
+            }
+            if let Some(h) = &otlp.protocols.http {
+                out.push(ListenerConfig::new(
+                    "receivers.otlp.protocols.http",
+                    h.endpoint,
+                    h.tls.as_ref(),
+                ));
+            }
+        }
+        if let Some(z) = &self.receivers.zipkin {
+            out.push(ListenerConfig::new(
+                "receivers.zipkin",
+                z.endpoint,
+                z.tls.as_ref(),
+            ));
+        }
+        out.push(ListenerConfig::new(
+            "query",
+            self.query.endpoint,
+            self.query.tls.as_ref(),
+        ));
+        if let Some(rs) = self.remote_sampling() {
+            out.push(ListenerConfig::new(
+                "extensions.jaeger_remote_sampling.http",
+                rs.http.endpoint,
+                rs.http.tls.as_ref(),
+            ));
+        }
+        out
+    }
+
+    /// The `tls` settings of every configured listener, to change (path resolution).
+    fn tls_settings_mut(&mut self) -> Vec<&mut TlsServerSettings> {
+        let mut out = Vec::new();
+        if let Some(otlp) = &mut self.receivers.otlp {
+            out.extend(otlp.protocols.grpc.as_mut().and_then(|g| g.tls.as_mut()));
+            out.extend(otlp.protocols.http.as_mut().and_then(|h| h.tls.as_mut()));
+        }
+        out.extend(self.receivers.zipkin.as_mut().and_then(|z| z.tls.as_mut()));
+        out.extend(self.query.tls.as_mut());
+        out.extend(
+            self.extensions
+                .jaeger_remote_sampling
+                .as_mut()
+                .and_then(|rs| rs.http.tls.as_mut()),
+        );
+        out
+    }
+
+    /// Start-up warnings about how the listeners are exposed (`clew serve` logs each): a
+    /// listener on a non-loopback address without TLS, or without authentication.
+    pub fn listener_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in self.listeners() {
+            if l.addr.ip().is_loopback() {
+                continue;
+            }
+            if l.tls.is_none() {
+                out.push(format!(
+                    "`{}.endpoint` listens on {} (not loopback) without TLS: spans, queries and tenant headers cross the network in clear text (fix: add `{}.tls` with cert_file and key_file, or listen on 127.0.0.1)",
+                    l.key, l.addr, l.key
+                ));
+            }
+            if self.listener_has_auth(&l) == Some(false) {
+                out.push(format!(
+                    "`{}.endpoint` listens on {} (not loopback) without authentication: anyone who can reach it can send or read traces of any tenant (fix: configure `auth` for it, or listen on 127.0.0.1)",
+                    l.key, l.addr
+                ));
+            }
+        }
+        out
+    }
+
+    /// Whether the listener authenticates its callers: `None` while Clew has no `auth`
+    /// settings (nothing to warn about yet). The authentication work answers `Some(…)` here
+    /// from its config, and [`Config::listener_warnings`] warns for `Some(false)`.
+    fn listener_has_auth(&self, listener: &ListenerConfig<'_>) -> Option<bool> {
+        Some(self.listener_auth(listener.key).is_some())
+    }
+
+    /// The `auth` settings of the listener whose section is `key` (see [`Config::listeners`]).
+    pub fn listener_auth(&self, key: &str) -> Option<&AuthConfig> {
+        match key {
+            "receivers.otlp.protocols.grpc" => self
+                .receivers
+                .otlp
+                .as_ref()?
+                .protocols
+                .grpc
+                .as_ref()?
+                .auth
+                .as_ref(),
+            "receivers.otlp.protocols.http" => self
+                .receivers
+                .otlp
+                .as_ref()?
+                .protocols
+                .http
+                .as_ref()?
+                .auth
+                .as_ref(),
+            "receivers.zipkin" => self.receivers.zipkin.as_ref()?.auth.as_ref(),
+            "query" => self.query.auth.as_ref(),
+            "extensions.jaeger_remote_sampling.http" => self.remote_sampling()?.http.auth.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Every configured `auth`, with its listener's key (path resolution, checks at load).
+    fn auth_configs_mut(&mut self) -> Vec<(&'static str, &mut AuthConfig)> {
+        let mut out = Vec::new();
+        if let Some(otlp) = &mut self.receivers.otlp {
+            if let Some(a) = otlp.protocols.grpc.as_mut().and_then(|g| g.auth.as_mut()) {
+                out.push(("receivers.otlp.protocols.grpc", a));
+            }
+            if let Some(a) = otlp.protocols.http.as_mut().and_then(|h| h.auth.as_mut()) {
+                out.push(("receivers.otlp.protocols.http", a));
+            }
+        }
+        if let Some(a) = self.receivers.zipkin.as_mut().and_then(|z| z.auth.as_mut()) {
+            out.push(("receivers.zipkin", a));
+        }
+        if let Some(a) = self.query.auth.as_mut() {
+            out.push(("query", a));
+        }
+        if let Some(a) = self
+            .extensions
+            .jaeger_remote_sampling
+            .as_mut()
+            .and_then(|rs| rs.http.auth.as_mut())
+        {
+            out.push(("extensions.jaeger_remote_sampling.http", a));
+        }
+        out
     }
 
     /// Every listener with its config key.
@@ -897,6 +1153,27 @@ service:
     }
 
     #[test]
+    fn limits_section() {
+        let c = Config::parse(
+            "limits:\n  defaults: {ingestion_rate_spans: 100, max_spans_per_trace: 10}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let l = c.limits.unwrap();
+        assert_eq!(l.defaults.resolve().max_spans_per_trace, Some(10));
+        let e = err("limits:\n  defaults: {max_spans_per_trace: 0}\n");
+        assert!(
+            e.starts_with("c.yaml: key `limits.defaults.max_spans_per_trace`")
+                && e.contains("fix:"),
+            "{e}"
+        );
+        let e = err("limits:\n  default: {}\n");
+        assert!(e.contains("key `limits.default`"), "{e}");
+        let e = err("limits:\n  reload_interval: 5s\n");
+        assert!(e.contains("key `limits.reload_interval`"), "{e}");
+    }
+
+    #[test]
     fn example_configs_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config");
         let mut n = 0;
@@ -909,5 +1186,132 @@ service:
             }
         }
         assert!(n >= 4, "clew.yaml and the sampling examples");
+    }
+
+    #[test]
+    fn tls_under_every_listener_and_exposure_warnings() {
+        let tls = "{cert_file: s.pem, key_file: k.pem}";
+        let c = Config::parse(
+            &format!(
+                "receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: 0.0.0.0:4317, tls: {tls}}}
+      http: {{endpoint: 0.0.0.0:4318}}
+  zipkin:
+    endpoint: 127.0.0.1:9411
+    tls: {{cert_file: s.pem, key_file: k.pem, client_ca_file: ca.pem, min_version: 1.3, reload_interval: 5s}}
+query: {{endpoint: 0.0.0.0:16686, tls: {tls}}}
+extensions:
+  jaeger_remote_sampling:
+    http: {{endpoint: 0.0.0.0:5778}}
+"
+            ),
+            "c.yaml",
+        )
+        .unwrap();
+        let with_tls: Vec<&str> = c
+            .listeners()
+            .iter()
+            .filter(|l| l.tls.is_some())
+            .map(|l| l.key)
+            .collect();
+        assert_eq!(
+            with_tls,
+            vec!["receivers.otlp.protocols.grpc", "receivers.zipkin", "query"]
+        );
+        let z = c.receivers.zipkin.as_ref().unwrap().tls.as_ref().unwrap();
+        assert_eq!(z.reload_every(), Some(Duration::from_secs(5)));
+        assert!(z.client_ca_file.is_some());
+        let w: Vec<String> = c
+            .listener_warnings()
+            .into_iter()
+            .filter(|w| w.contains("without TLS"))
+            .collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("`receivers.otlp.protocols.http.endpoint` listens on 0.0.0.0:4318")
+                && w[0].contains("without TLS")
+                && w[0].contains("fix:"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("extensions.jaeger_remote_sampling.http"),
+            "{w:?}"
+        );
+        // Safe defaults: everything on loopback, nothing to warn about.
+        assert!(Config::default().listener_warnings().is_empty());
+        assert!(Config::default()
+            .listeners()
+            .iter()
+            .all(|l| l.addr.ip().is_loopback()));
+
+        let e = err("query:\n  tls: {cert_file: s.pem}\n");
+        assert!(
+            e.starts_with("c.yaml: key `query.tls.key_file`: missing"),
+            "{e}"
+        );
+        assert!(e.contains("fix:"), "{e}");
+        let e = err(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        tls: {certfile: s.pem}\n",
+        );
+        assert!(
+            e.contains("key `receivers.otlp.protocols.grpc.tls.certfile`"),
+            "{e}"
+        );
+        let e = err("query:\n  tls: {cert_file: s.pem, key_file: k.pem, ca_file: ca.pem}\n");
+        assert!(
+            e.contains("query.tls.ca_file") && e.contains("client_ca_file"),
+            "{e}"
+        );
+        let e = err("query:\n  tls: {cert_file: s.pem, key_file: k.pem, min_version: \"1.1\"}\n");
+        assert!(
+            e.contains("query.tls.min_version") && e.contains("fix:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_config_and_checked_at_load() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config");
+        let c = Config::load(&examples.join("mtls.yaml")).unwrap();
+        let q = c.query.tls.as_ref().unwrap();
+        assert!(q
+            .cert_file
+            .as_ref()
+            .unwrap()
+            .ends_with("config/certs/server.pem"));
+        assert!(q.cert_file.as_ref().unwrap().exists());
+        assert!(q.client_ca_file.as_ref().unwrap().exists());
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("clew.yaml");
+        std::fs::write(
+            &cfg,
+            "query:\n  tls: {cert_file: missing.pem, key_file: missing-key.pem}\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(&cfg).unwrap_err());
+        assert!(
+            e.contains("clew.yaml: key `query.tls.cert_file`: cannot read")
+                && e.contains(&dir.path().join("missing.pem").display().to_string())
+                && e.contains("fix:"),
+            "{e}"
+        );
+        // A key that is not the certificate's.
+        std::fs::write(
+            &cfg,
+            format!(
+                "query:\n  tls: {{cert_file: {}, key_file: {}}}\n",
+                examples.join("certs/server.pem").display(),
+                examples.join("certs/client-key.pem").display()
+            ),
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(&cfg).unwrap_err());
+        assert!(
+            e.contains("key `query.tls.key_file`") && e.contains("is not the private key"),
+            "{e}"
+        );
     }
 }

@@ -43,7 +43,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Arguments of `clew demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,6 +76,9 @@ pub struct DemoArgs {
     /// Base URL of the Clew UI, used only to print links to the generated traces.
     #[arg(long, default_value = "http://127.0.0.1:16686", value_name = "URL")]
     pub ui_url: String,
+
+    #[command(flatten)]
+    pub tls: crate::tls_args::ClientTlsArgs,
 }
 
 /// Runs `clew demo`: generates `args.traces` traces and exports them at `args.rate` traces per second.
@@ -99,11 +102,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let seed = args.seed.unwrap_or_else(rand::random);
 
-    let channel = Endpoint::from_shared(args.endpoint.clone())
-        .with_context(|| format!("--endpoint {:?} is not a valid URL", args.endpoint))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .connect()
+    let channel = args
+        .tls
+        .grpc_channel(
+            &args.endpoint,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
         .await
         .with_context(|| {
             format!(

@@ -37,6 +37,8 @@ pub struct DoctorArgs {
     /// Traces with a span newer than this are not judged yet (server default 30s).
     #[arg(long)]
     pub grace: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::tls_args::ClientTlsArgs,
 }
 
 pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
@@ -51,7 +53,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     if let Some(g) = &args.grace {
         params.push(("grace", g.clone()));
     }
-    let client = reqwest::Client::new();
+    let client = args.tls.http_client(&args.endpoint)?;
     let mut req = client
         .get(format!(
             "{}/api/doctor/findings",

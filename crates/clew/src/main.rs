@@ -7,6 +7,8 @@ mod demo;
 mod doctor_cli;
 mod processors;
 mod serve;
+mod tls_args;
+mod token_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -35,6 +37,8 @@ enum Command {
     Doctor(doctor_cli::DoctorArgs),
     /// Send realistic multi-service demo traffic to a running Clew.
     Demo(demo::DemoArgs),
+    /// Bearer tokens for `auth: {bearer_tokens: ...}`: `new --tenant T`, `hash`.
+    Token(token_cli::TokenArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -149,6 +153,7 @@ fn main() -> anyhow::Result<()> {
                 init_logging("warn");
                 demo::run(args).await
             }
+            Command::Token(args) => token_cli::run(args),
             Command::Config {
                 command: ConfigCommand::Check { file },
             } => {

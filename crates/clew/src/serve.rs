@@ -9,18 +9,45 @@ use axum::routing::get;
 use axum::Router;
 use clew_model::{SpanSink, Tenant};
 use clew_receive::{ReceiverConfig, ReceiverMetrics};
+use clew_security::auth::TenantGateLayer;
+use clew_security::tls::{Alpn, Listener, ServerTls};
 use clew_store::{Store, StoreMetrics, TraceReader};
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
+/// Opens a listener: the one way `serve` binds a port, so every listener gets TLS (and mutual
+/// TLS, certificate reload, the caller's `PeerIdentity` on each request) from its `tls:` block.
+/// `key` is the listener's section in [`Config::listeners`] (e.g. `query`), which a new listener
+/// must be added to.
+async fn bind(cfg: &Config, key: &str, alpn: Alpn) -> anyhow::Result<Listener> {
+    let l = cfg
+        .listeners()
+        .into_iter()
+        .find(|l| l.key == key)
+        .with_context(|| format!("`{key}` is not a listener of Config::listeners"))?;
+    let addr = l.addr;
+    let tls = match l.tls {
+        Some(settings) => {
+            let tls = ServerTls::new(settings.clone(), &format!("{key}.tls"), alpn)?;
+            for w in tls.warnings() {
+                tracing::warn!("{w}");
+            }
+            tls.spawn_reloader();
+            tracing::info!(
+                endpoint = %addr,
+                client_certificates = if tls.requires_client_certificate() { "required" } else { "not requested" },
+                reload_interval = %settings.reload_every().map(|d| humantime::format_duration(d).to_string()).unwrap_or_else(|| "off".into()),
+                "TLS on for `{key}`"
+            );
+            Some(tls)
+        }
+        None => None,
+    };
+    Listener::bind(addr, tls).await.with_context(|| {
         format!(
-            "cannot listen on {addr} (`{key}`); fix: free the port or choose another in the config"
+            "cannot listen on {addr} (`{key}.endpoint`); fix: free the port or choose another in the config"
         )
     })
 }
@@ -49,11 +76,24 @@ async fn wait_for_signal() {
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Safe defaults: listeners bind to loopback unless configured; say so when one is exposed
+    // without TLS (or authentication).
+    for w in cfg.listener_warnings() {
+        tracing::warn!("{w}");
+    }
     let mut registry = Registry::default();
     let store_metrics = StoreMetrics::default();
     store_metrics.register(&mut registry);
     let receiver_metrics = ReceiverMetrics::new();
     receiver_metrics.register(&mut registry);
+    // Per-tenant limits: one limiter for every receiver; the per-tenant file is re-read when it
+    // changes (a broken file keeps the previous limits).
+    let limiter = cfg.limits.as_ref().map(|l| {
+        let limiter = Arc::new(clew_security::limits::Limiter::new(l));
+        limiter.register(&mut registry);
+        limiter.spawn_reloader();
+        limiter
+    });
 
     let store_cfg = cfg.store_config();
     let (store, report) = Store::open(store_cfg.clone(), store_metrics)
@@ -101,6 +141,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let sink: Arc<dyn SpanSink> = pipeline.clone();
     let rcfg = ReceiverConfig {
         tenant_header: cfg.tenancy.header.clone(),
+        limiter,
         ..ReceiverConfig::default()
     };
     rcfg.validate().context("invalid receiver settings")?;
@@ -116,21 +157,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     if let Some(otlp) = &cfg.receivers.otlp {
         if let Some(g) = &otlp.protocols.grpc {
-            let listener = bind("receivers.otlp.protocols.grpc.endpoint", g.endpoint).await?;
+            let listener = bind(&cfg, "receivers.otlp.protocols.grpc", Alpn::Grpc).await?;
             let c = ReceiverConfig {
                 max_message_bytes: g.max_recv_msg_size_mib << 20,
                 ..rcfg.clone()
             };
             let (sink, metrics, shutdown) = (sink.clone(), receiver_metrics.clone(), stopped());
+            let gate = gate(&cfg, "receivers.otlp.protocols.grpc")?;
             tracing::info!(endpoint = %g.endpoint, "OTLP/gRPC receiver listening");
             servers.spawn(async move {
-                clew_receive::serve_otlp_grpc(listener, sink, c, metrics, shutdown)
-                    .await
-                    .context("OTLP/gRPC receiver")
+                clew_receive::serve_otlp_grpc_gated(
+                    listener.into_incoming(),
+                    sink,
+                    c,
+                    metrics,
+                    gate,
+                    shutdown,
+                )
+                .await
+                .context("OTLP/gRPC receiver")
             });
         }
         if let Some(h) = &otlp.protocols.http {
-            let listener = bind("receivers.otlp.protocols.http.endpoint", h.endpoint).await?;
+            let listener = bind(&cfg, "receivers.otlp.protocols.http", Alpn::Http).await?;
             let c = ReceiverConfig {
                 max_message_bytes: h.max_request_body_size_mib << 20,
                 ..rcfg.clone()
@@ -138,24 +187,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let app = clew_receive::otlp_http_router(sink.clone(), c, receiver_metrics.clone());
             tracing::info!(endpoint = %h.endpoint, "OTLP/HTTP receiver listening");
             let shutdown = stopped();
-            servers.spawn(serve_http(listener, app, shutdown, "OTLP/HTTP receiver"));
+            let gate = gate(&cfg, "receivers.otlp.protocols.http")?;
+            servers.spawn(serve_http(
+                listener,
+                app,
+                gate,
+                shutdown,
+                "OTLP/HTTP receiver",
+            ));
         }
     }
     if let Some(z) = &cfg.receivers.zipkin {
-        let listener = bind("receivers.zipkin.endpoint", z.endpoint).await?;
+        let listener = bind(&cfg, "receivers.zipkin", Alpn::Http).await?;
         let app = clew_receive::zipkin_router(sink.clone(), rcfg.clone(), receiver_metrics.clone());
         tracing::info!(endpoint = %z.endpoint, "Zipkin receiver listening");
         let shutdown = stopped();
-        servers.spawn(serve_http(listener, app, shutdown, "Zipkin receiver"));
+        let gate = gate(&cfg, "receivers.zipkin")?;
+        servers.spawn(serve_http(listener, app, gate, shutdown, "Zipkin receiver"));
     }
 
     if let Some((endpoint, source, _)) = &remote {
-        let listener = bind("extensions.jaeger_remote_sampling.http.endpoint", *endpoint).await?;
+        let listener = bind(&cfg, "extensions.jaeger_remote_sampling.http", Alpn::Http).await?;
         tracing::info!(endpoint = %endpoint, "Jaeger remote sampling listening (GET /sampling?service=S)");
         let shutdown = stopped();
         servers.spawn(serve_http(
             listener,
             sampling_router("/sampling", source.clone()),
+            gate(&cfg, "extensions.jaeger_remote_sampling.http")?,
             shutdown,
             "remote sampling",
         ));
@@ -192,7 +250,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
 
-    let listener = bind("query.endpoint", cfg.query.endpoint).await?;
+    let listener = bind(&cfg, "query", Alpn::Http).await?;
     let qcfg = clew_query::QueryConfig {
         tenant_header: cfg.tenancy.header.clone(),
     };
@@ -211,7 +269,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, doctor API, web UI, /metrics, /ready)");
     let shutdown = stopped();
-    servers.spawn(serve_http(listener, app, shutdown, "query API"));
+    let gate = gate(&cfg, "query")?;
+    servers.spawn(serve_http(listener, app, gate, shutdown, "query API"));
     tracing::info!(default_tenant = %Tenant::default(), tenant_header = %cfg.tenancy.header, "clew is ready");
 
     let mut failure = None;
@@ -249,17 +308,58 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Serves an axum app until `shutdown` resolves; `what` names the listener in errors.
+/// Serves an axum app behind its listener's tenant gate until `shutdown` resolves; `what` names
+/// the listener in errors. Every request carries the caller's `clew_security::PeerIdentity`
+/// (`clew_security::peer_identity`).
 async fn serve_http(
-    listener: TcpListener,
+    listener: Listener,
     app: Router,
+    gate: TenantGateLayer,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     what: &'static str,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    clew_security::tls::serve_router(listener, app.layer(gate), shutdown)
         .await
         .context(what)
+}
+
+/// What the query port serves without authentication: readiness and the web UI's pages and
+/// static files (`clew_ui::router`), none of which carries tenant data, so that a browser can load
+/// the app, which then asks for a token and sends it with every `/api/...` call.
+const QUERY_OPEN_PATHS: &[&str] = &[
+    "/ready",
+    "/",
+    "/search",
+    "/trace/*",
+    "/compare",
+    "/graph",
+    "/doctor",
+    "/monitor",
+    "/static/*",
+];
+
+/// The tenant gate of the listener whose config section is `key` — the one place where every
+/// listener's service (HTTP and gRPC) is wrapped. With `auth:` the gate authenticates every
+/// request and rewrites the tenant header to a tenant the identity may use; without it, requests
+/// pass untouched. On the query port, `/metrics` (labels of every tenant) needs an identity for
+/// every tenant or the `metrics_token_sha256` token.
+fn gate(cfg: &Config, key: &str) -> anyhow::Result<TenantGateLayer> {
+    let auth = cfg.listener_auth(key);
+    let authenticator = auth
+        .map(|a| a.build())
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("key `{key}.auth.{}`: {}", e.key, e.message))?;
+    if let Some(a) = &authenticator {
+        tracing::info!(listener = key, method = a.kind(), "authentication on");
+    }
+    let gate = TenantGateLayer::new(key, authenticator, &cfg.tenancy.header)
+        .map_err(|e| anyhow::anyhow!("key `tenancy.header`: {e}"))?;
+    Ok(match key {
+        "query" => gate
+            .open_paths(QUERY_OPEN_PATHS)
+            .any_tenant_paths(&["/metrics"], auth.and_then(|a| a.metrics_token_hash())),
+        _ => gate,
+    })
 }
 
 /// Jaeger's remote sampling endpoint: `GET {path}?service=S` → the strategy JSON.

@@ -28,6 +28,8 @@ pub struct Server {
     pub http: String,
     /// `http://127.0.0.1:PORT` of Jaeger remote sampling (on by default).
     pub sampling: String,
+    /// `http://127.0.0.1:PORT` of the Zipkin receiver.
+    pub zipkin: String,
 }
 
 impl Server {
@@ -72,6 +74,7 @@ impl Server {
             grpc: format!("http://127.0.0.1:{g}"),
             http: format!("http://127.0.0.1:{h}"),
             sampling: format!("http://127.0.0.1:{sp}"),
+            zipkin: format!("http://127.0.0.1:{z}"),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {

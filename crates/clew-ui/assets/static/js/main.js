@@ -1,5 +1,5 @@
 // Entry point: client-side routing between the pages, theme toggle, "open trace by id" box.
-import { navigate } from './util.js';
+import { navigate, h, storedToken, setToken } from './util.js';
 import { renderSearch } from './search.js';
 import { renderTrace } from './trace.js';
 import { renderCompare } from './compare.js';
@@ -96,5 +96,21 @@ toggle.addEventListener('click', () => {
   window.dispatchEvent(new Event('clew:theme'));
 });
 showTheme();
+
+// With authentication on, a "Sign out" button forgets this tab's token (util.js asks again).
+const signOut = h('button.btn.ghost#auth-signout', {
+  type: 'button',
+  title: 'Forget the token of this tab',
+  onclick: () => {
+    setToken(null);
+    location.reload();
+  },
+}, 'Sign out');
+function showAuth() {
+  signOut.hidden = !storedToken();
+}
+toggle.before(signOut);
+window.addEventListener('clew:auth', showAuth);
+showAuth();
 
 route();

@@ -110,11 +110,125 @@ export class HttpError extends Error {
   }
 }
 
+// Authentication: when the server asks for credentials (401), the UI asks for a token once, keeps
+// it for this tab (sessionStorage, never localStorage) and sends it as `Authorization: Bearer` with
+// every API call. The tenant comes from the token on the server side.
+const TOKEN_KEY = 'clew.token';
+
+/** The token of this tab, or null. */
+export function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || null;
+  } catch {
+    return null;
+  }
+}
+
+/** Stores (or, with null, forgets) the token; fires `clew:auth`. */
+export function setToken(token) {
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    /* private mode: kept for this page only */
+  }
+  window.dispatchEvent(new Event('clew:auth'));
+}
+
+let tokenPrompt = null;
+
+/** One "Token" dialog for every request that got a 401 meanwhile; resolves to the token or null. */
+function askToken(message) {
+  if (!tokenPrompt) {
+    tokenPrompt = new Promise((resolve) => {
+      const input = h('input#auth-token', {
+        type: 'password',
+        autocomplete: 'off',
+        spellcheck: 'false',
+        placeholder: 'Bearer token',
+        'aria-label': 'Token',
+        style: { width: '100%', boxSizing: 'border-box', margin: '8px 0 12px' },
+      });
+      const dlg = h(
+        'dialog#auth-dialog',
+        {
+          'aria-labelledby': 'auth-title',
+          style: {
+            minWidth: '22rem',
+            maxWidth: '90vw',
+            background: 'var(--panel)',
+            color: 'var(--fg)',
+            border: '1px solid var(--border)',
+            borderRadius: '8px',
+            padding: '16px 20px',
+          },
+        },
+        h(
+          'form',
+          { method: 'dialog' },
+          h('h2#auth-title', { style: { marginTop: '0' } }, 'Token'),
+          h('p.muted', null, message),
+          input,
+          h(
+            'div',
+            { style: { display: 'flex', gap: '8px', justifyContent: 'flex-end' } },
+            h('button.btn.ghost#auth-cancel', { type: 'button', onclick: () => done(null) }, 'Cancel'),
+            h('button.btn.primary#auth-submit', { type: 'submit' }, 'Sign in'),
+          ),
+        ),
+      );
+      function done(token) {
+        if (dlg.open) dlg.close();
+        dlg.remove();
+        if (token) setToken(token);
+        tokenPrompt = null;
+        resolve(token);
+      }
+      dlg.querySelector('form').addEventListener('submit', (e) => {
+        e.preventDefault();
+        done(input.value.trim() || null);
+      });
+      dlg.addEventListener('cancel', (e) => {
+        e.preventDefault();
+        done(null);
+      });
+      document.body.append(dlg);
+      if (dlg.showModal) dlg.showModal();
+      else dlg.setAttribute('open', '');
+      input.focus();
+    });
+  }
+  return tokenPrompt;
+}
+
+/**
+ * fetch() for Clew's APIs: adds `Authorization: Bearer <token>` when a token is stored; on a 401
+ * asks for a token (one dialog for all requests) and retries. Every `/api/...` call goes through it.
+ */
+export async function apiFetch(url, opts = {}) {
+  for (let attempt = 0; ; attempt++) {
+    const token = storedToken();
+    const headers = new Headers(opts.headers || {});
+    if (token) headers.set('Authorization', `Bearer ${token}`);
+    const res = await fetch(url, { ...opts, headers });
+    if (res.status !== 401 || attempt >= 5) return res;
+    // Another request stored a token meanwhile: retry with it before asking.
+    if (storedToken() && storedToken() !== token) continue;
+    const given = await askToken(
+      token ? 'The token was not accepted (unknown, revoked or expired). Enter another one.' : 'This Clew requires a token.',
+    );
+    if (!given) return res;
+  }
+}
+
 /** GETs JSON; non-2xx → HttpError with the server's message (Jaeger envelope or api_v3 shape). */
 export async function getJSON(url, opts = {}) {
   let res;
+  const request = () => apiFetch(url, { headers: { Accept: 'application/json' }, signal: opts.signal });
   try {
-    res = await (opts.response || fetch(url, { headers: { Accept: 'application/json' }, signal: opts.signal }));
+    res = await (opts.response || request());
+    // A response fetched ahead without credentials (the trace page's prefetch): ask, retry.
+    if (opts.response && res.status === 401) res = await request();
   } catch (e) {
     if (e.name === 'AbortError') throw e;
     throw new HttpError(0, `cannot reach the Clew server (${e.message})`);
