@@ -261,6 +261,11 @@ service:
     await sleep(250);
   }
   assert.equal(strategy.operationSampling.defaultSamplingProbability, 0.2);
+  // Strategies are per tenant: another tenant's SDKs learn nothing of this tenant's operations.
+  const otherTenant = await (await fetch(`${clew.sampling}/sampling?service=shop`, {
+    headers: { 'X-Scope-OrgID': 'other-team' },
+  })).json();
+  assert.deepEqual(otherTenant.operationSampling.perOperationStrategies, [], JSON.stringify(otherTenant));
 
   const sampler = await remoteSampler(clew.sampling, 'shop');
   const hot = sampledCount(sampler, 'GET /hot', 4000);

@@ -234,10 +234,12 @@ struct ServiceState {
     probabilities: HashMap<String, f64>,
 }
 
-/// Adaptive strategy computation, fed by [`RootSpanCounter`].
+/// Adaptive strategy computation, fed by [`RootSpanCounter`]. State is kept per tenant and
+/// service: the operation names a strategy lists are tenant data, so one tenant's SDKs never learn
+/// another tenant's operations (or rates).
 pub struct Adaptive {
     cfg: AdaptiveConfig,
-    services: Mutex<HashMap<String, ServiceState>>,
+    services: Mutex<HashMap<(String, String), ServiceState>>,
 }
 
 impl Adaptive {
@@ -252,9 +254,11 @@ impl Adaptive {
         Duration::from_secs(self.cfg.calculation_interval_secs)
     }
 
-    pub fn observe(&self, service: &str, operation: &str, n: u64) {
+    pub fn observe(&self, tenant: &str, service: &str, operation: &str, n: u64) {
         let mut s = self.services.lock();
-        let st = s.entry(service.to_string()).or_default();
+        let st = s
+            .entry((tenant.to_string(), service.to_string()))
+            .or_default();
         if st.counts.len() >= self.cfg.max_operations_per_service
             && !st.counts.contains_key(operation)
         {
@@ -292,19 +296,20 @@ impl Adaptive {
         }
     }
 
-    pub fn probability(&self, service: &str, operation: &str) -> Option<f64> {
+    pub fn probability(&self, tenant: &str, service: &str, operation: &str) -> Option<f64> {
         self.services
             .lock()
-            .get(service)?
+            .get(&(tenant.to_string(), service.to_string()))?
             .probabilities
             .get(operation)
             .copied()
     }
 
-    pub fn strategy_for(&self, service: &str) -> Json {
+    /// The strategy for `service` of `tenant`.
+    pub fn strategy_for(&self, tenant: &str, service: &str) -> Json {
         let s = self.services.lock();
         let mut ops: Vec<(String, f64)> = s
-            .get(service)
+            .get(&(tenant.to_string(), service.to_string()))
             .map(|st| {
                 st.probabilities
                     .iter()
@@ -356,7 +361,9 @@ impl StrategySource {
         }
     }
 
-    pub fn strategy_for(&self, service: &str) -> Json {
+    /// The strategy for `service` as seen by `tenant` (file strategies are configuration and the
+    /// same for every tenant; adaptive ones are computed from the tenant's own traffic).
+    pub fn strategy_for(&self, tenant: &str, service: &str) -> Json {
         match self {
             StrategySource::File {
                 strategies,
@@ -364,7 +371,7 @@ impl StrategySource {
             } => strategies
                 .read()
                 .strategy_for_or(service, *default_probability),
-            StrategySource::Adaptive(a) => a.strategy_for(service),
+            StrategySource::Adaptive(a) => a.strategy_for(tenant, service),
         }
     }
 
@@ -401,7 +408,8 @@ impl Processor for RootSpanCounter {
             let service = attrs::service_name(rs.resource.as_ref());
             for ss in &rs.scope_spans {
                 for s in ss.spans.iter().filter(|s| s.parent_span_id.is_empty()) {
-                    self.adaptive.observe(service, &s.name, 1);
+                    self.adaptive
+                        .observe(batch.tenant.as_str(), service, &s.name, 1);
                 }
             }
         }
@@ -449,12 +457,12 @@ mod tests {
         src.reload(r#"{"default_strategy": {"type": "probabilistic", "param": 0.25}}"#)
             .unwrap();
         assert_eq!(
-            src.strategy_for("x")["probabilisticSampling"]["samplingRate"],
+            src.strategy_for("single-tenant", "x")["probabilisticSampling"]["samplingRate"],
             0.25
         );
         assert!(src.reload("{not json").is_err());
         assert_eq!(
-            src.strategy_for("x")["probabilisticSampling"]["samplingRate"],
+            src.strategy_for("single-tenant", "x")["probabilisticSampling"]["samplingRate"],
             0.25
         );
     }
@@ -482,14 +490,21 @@ mod tests {
             ..Default::default()
         });
         // 100 sampled root spans/s at p=0.5 → p should drop to 0.005.
-        a.observe("svc", "hot", 6000);
-        a.observe("svc", "cold", 30);
+        a.observe("t1", "svc", "hot", 6000);
+        a.observe("t1", "svc", "cold", 30);
         a.recompute(Duration::from_secs(60));
-        let hot = a.probability("svc", "hot").unwrap();
+        let hot = a.probability("t1", "svc", "hot").unwrap();
         assert!((hot - 0.005).abs() < 1e-9, "{hot}");
         // cold: 0.5/s observed < 1/s target → raised, at most doubled, clamped to max 1.0.
-        assert_eq!(a.probability("svc", "cold"), Some(1.0));
-        let j = a.strategy_for("svc");
+        assert_eq!(a.probability("t1", "svc", "cold"), Some(1.0));
+        // Another tenant's SDKs see none of t1's operations.
+        assert_eq!(a.probability("t2", "svc", "hot"), None);
+        let other = a.strategy_for("t2", "svc");
+        assert_eq!(
+            other["operationSampling"]["perOperationStrategies"],
+            serde_json::json!([])
+        );
+        let j = a.strategy_for("t1", "svc");
         assert_eq!(
             j["operationSampling"]["perOperationStrategies"][1]["operation"],
             "hot"

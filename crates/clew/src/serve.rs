@@ -212,7 +212,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let shutdown = stopped();
         servers.spawn(serve_http(
             listener,
-            sampling_router("/sampling", source.clone()),
+            sampling_router("/sampling", source.clone(), &cfg.tenancy.header),
             gate(&cfg, "extensions.jaeger_remote_sampling.http")?,
             shutdown,
             "remote sampling",
@@ -264,7 +264,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .merge(ops_router(registry))
         .merge(clew_ui::router());
     let app = match &remote {
-        Some((_, source, _)) => app.merge(sampling_router("/api/sampling", source.clone())),
+        Some((_, source, _)) => app.merge(sampling_router(
+            "/api/sampling",
+            source.clone(),
+            &cfg.tenancy.header,
+        )),
         None => app,
     };
     tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, doctor API, web UI, /metrics, /ready)");
@@ -362,18 +366,34 @@ fn gate(cfg: &Config, key: &str) -> anyhow::Result<TenantGateLayer> {
     })
 }
 
-/// Jaeger's remote sampling endpoint: `GET {path}?service=S` → the strategy JSON.
-fn sampling_router(path: &str, source: Arc<clew_sampling::StrategySource>) -> Router {
+/// Jaeger's remote sampling endpoint: `GET {path}?service=S` → the strategy JSON, for the
+/// request's tenant (the tenant header, which the tenant gate has rewritten when auth is on).
+fn sampling_router(
+    path: &str,
+    source: Arc<clew_sampling::StrategySource>,
+    tenant_header: &str,
+) -> Router {
+    let tenant_header: Arc<str> = Arc::from(tenant_header);
     Router::new().route(
         path,
         get(
-            move |axum::extract::Query(q): axum::extract::Query<
+            move |headers: axum::http::HeaderMap,
+                  axum::extract::Query(q): axum::extract::Query<
                 std::collections::HashMap<String, String>,
             >| {
                 let source = source.clone();
+                let tenant = clew_doctor::tenant_from_headers(&headers, &tenant_header);
                 async move {
+                    let tenant = match tenant {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+                        }
+                    };
                     match q.get("service") {
-                        Some(s) => axum::Json(source.strategy_for(s)).into_response(),
+                        Some(s) => {
+                            axum::Json(source.strategy_for(tenant.as_str(), s)).into_response()
+                        }
                         None => (
                             StatusCode::BAD_REQUEST,
                             "'service' parameter must be provided\n",
