@@ -78,6 +78,10 @@ pub struct OidcConfig {
     pub jwks_file: Option<PathBuf>,
     /// A JWKS URL (`https://` or `http://`), fetched and cached.
     pub jwks_url: Option<String>,
+    /// TLS for fetching `jwks_url` (a private CA, a client certificate); the system's trust
+    /// store when absent.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsClientSettings>,
     /// The claim naming the tenants (a string or an array of strings; `*` = every tenant). A
     /// dotted path (`org.tenants`) reaches into nested objects.
     pub tenant_claim: String,
@@ -341,6 +345,9 @@ impl AuthConfig {
         if let Some(o) = &mut self.oidc {
             if let Some(f) = &mut o.jwks_file {
                 fix(f);
+            }
+            if let Some(t) = &mut o.tls {
+                t.resolve_paths(base);
             }
         }
     }

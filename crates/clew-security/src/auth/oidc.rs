@@ -219,8 +219,15 @@ impl Oidc {
                 )
             }
             (None, Some(url)) => {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
+                let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+                if let Some(tls) = &cfg.tls {
+                    let config = crate::tls::reqwest_tls(url, tls, "oidc.tls")
+                        .map_err(|e| ("tls", e.to_string()))?;
+                    if let Some(config) = config {
+                        builder = builder.tls_backend_preconfigured(config);
+                    }
+                }
+                let client = builder
                     .build()
                     .map_err(|e| ("jwks_url", format!("cannot build an HTTP client: {e}")))?;
                 (Source::Url(url.clone(), client), KeySet::default())

@@ -645,3 +645,54 @@ async fn tonic_services_see_the_peer_identity() {
     drop(ch);
     server.await.unwrap().unwrap();
 }
+
+/// An OIDC provider whose JWKS is served over HTTPS by a private CA: `oidc.tls.ca_file` trusts
+/// it; without it the fetch fails (the system's trust store does not know the CA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_fetches_jwks_over_tls_with_a_private_ca() {
+    use crate::auth::testkit::{claims, jwks, SigningKey};
+    use crate::auth::{AuthError, Oidc, OidcConfig};
+    let f = server_files(false);
+    let key = SigningKey::es256("k1");
+    let body = jwks(&[&key]).to_string();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let b = body.clone();
+            async move { b }
+        }),
+    );
+    let tls = ServerTls::new(f.settings.clone(), "query.tls", Alpn::Http).unwrap();
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), Some(tls))
+        .await
+        .unwrap();
+    let port = listener.local_addr().port();
+    tokio::spawn(serve_router(listener, app, std::future::pending()));
+    let ca = write(&f.dir, "jwks-ca.pem", &f.ca.pem);
+    let iss = "https://idp.test";
+    let token = key.sign(&claims(iss, "clew", "alice", &["team-a"], 600));
+
+    let with_ca: OidcConfig = serde_yaml::from_str(&format!(
+        "{{issuer: \"{iss}\", audience: clew, jwks_url: \"https://localhost:{port}/jwks\", tenant_claim: tenants, tls: {{ca_file: {}}}}}",
+        ca.display()
+    ))
+    .unwrap();
+    let id = Oidc::new(&with_ca).unwrap().verify(&token).await.unwrap();
+    assert_eq!(id.subject, "alice");
+
+    let without: OidcConfig = serde_yaml::from_str(&format!(
+        "{{issuer: \"{iss}\", audience: clew, jwks_url: \"https://localhost:{port}/jwks\", tenant_claim: tenants}}"
+    ))
+    .unwrap();
+    assert!(matches!(
+        Oidc::new(&without).unwrap().verify(&token).await,
+        Err(AuthError::Unavailable(_))
+    ));
+    // TLS settings with a plaintext URL are refused at start-up.
+    let plain: OidcConfig = serde_yaml::from_str(&format!(
+        "{{issuer: \"{iss}\", audience: clew, jwks_url: \"http://localhost:{port}/jwks\", tenant_claim: tenants, tls: {{ca_file: {}}}}}",
+        ca.display()
+    ))
+    .unwrap();
+    assert!(Oidc::new(&plain).is_err());
+}
