@@ -20,14 +20,11 @@ use clew_model::otlp::resource::Resource;
 use clew_model::otlp::trace::{ResourceSpans, ScopeSpans, Span};
 use clew_model::otlp::Message;
 use clew_security::auth::testkit::{claims, jwks, SigningKey};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
+use common::certs::{Ca, Leaf};
 use common::{clew, ok, Server};
 
 // ---------------------------------------------------------------------------------------------
@@ -312,54 +309,6 @@ fn zipkin(t: &Tenant, salt: u8) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Certificates (mTLS server).
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-#[derive(Clone)]
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = p.self_signed(&key).unwrap();
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(p, key),
-        }
-    }
-
-    fn leaf(&self, cn: &str, dns: &[&str], client: bool) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = dns
-            .iter()
-            .map(|d| match d.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName((*d).try_into().unwrap()),
-            })
-            .collect();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        Leaf {
-            cert: p.signed_by(&key, &self.issuer).unwrap().pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Calling an endpoint under an identity.
@@ -930,7 +879,7 @@ async fn matrix_oidc_expired_jwt() {
 async fn matrix_mtls_wrong_ca() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("isolation test CA");
-    let server_cert = ca.leaf("localhost", &["localhost", "127.0.0.1"], false);
+    let server_cert = ca.server();
     let w = |name: &str, body: &str| {
         std::fs::write(dir.path().join(name), body).unwrap();
     };
@@ -962,10 +911,10 @@ extensions:
         ),
         tls_ca: Some(ca.pem.clone()),
     };
-    let a = Cred::Cert(ca.leaf("ingest", &["client.team-a.test"], true));
-    let b = Cred::Cert(ca.leaf("ingest", &["client.team-b.test"], true));
+    let a = Cred::Cert(ca.leaf("ingest", &["client.team-a.test"], true, false));
+    let b = Cred::Cert(ca.leaf("ingest", &["client.team-b.test"], true, false));
     let foreign = Ca::new("another CA");
-    let wrong_ca = Cred::Cert(foreign.leaf("ingest", &["client.team-a.test"], true));
+    let wrong_ca = Cred::Cert(foreign.leaf("ingest", &["client.team-a.test"], true, false));
     seed(&target, &a, &b).await;
     let mut failures = Failures(Vec::new());
     let mut salt = 100;

@@ -2,6 +2,8 @@
 //! clean shutdown. Each test file uses part of it.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -38,7 +40,22 @@ impl Server {
     }
 
     /// Starts with `--config` when given; logs append to `<data>.log` (restarts keep history).
+    /// A server that exits at once because another process took one of its free ports between
+    /// our probe and its bind (tests run in parallel) is started again on new ports.
     pub fn start_with(data: &Path, config: Option<&Path>) -> Self {
+        for _ in 0..3 {
+            if let Some(s) = Self::try_start(data, config) {
+                return s;
+            }
+        }
+        panic!(
+            "server did not start; log: {}",
+            std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
+        );
+    }
+
+    /// `None` when the server exited during start-up on a port already in use.
+    fn try_start(data: &Path, config: Option<&Path>) -> Option<Self> {
         let (g, h, z, q, sp) = (
             free_port(),
             free_port(),
@@ -76,15 +93,24 @@ impl Server {
             sampling: format!("http://127.0.0.1:{sp}"),
             zipkin: format!("http://127.0.0.1:{z}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut s = s;
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", q)).is_ok() {
-                return s;
+                return Some(s);
+            }
+            if let Some(status) = s.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+                let tail = &log[log.len().saturating_sub(4000)..];
+                if tail.contains("Address already in use") || tail.contains("address in use") {
+                    return None;
+                }
+                panic!("server exited during start-up ({status}); log: {tail}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
-            "server did not start; log: {}",
+            "server did not start within 60 s; log: {}",
             std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
         );
     }
