@@ -364,6 +364,9 @@ impl SpanMetricsTable {
         if local.is_empty() {
             return;
         }
+        // In key order, so which new series a full tenant refuses does not depend on hash order.
+        let mut local: Vec<_> = local.into_iter().collect();
+        local.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let now_minute = now_unix_nano / MINUTE_NANOS;
         let oldest = now_minute.saturating_sub(self.limits.retention_minutes.saturating_sub(1));
         let newest = now_minute + FUTURE_MINUTES;
