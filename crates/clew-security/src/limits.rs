@@ -152,6 +152,10 @@ pub struct TenantLimitsSpec {
     /// Sum of the spans' encoded (protobuf) sizes.
     #[serde(default)]
     pub max_bytes_per_trace: Option<Setting>,
+    /// How long the tenant's spans are kept (e.g. "30d"), over `storage.retention`. Not a limit
+    /// enforced here: the store reads it ([`Limiter::retention_for`]). Tempo's name is accepted.
+    #[serde(default, alias = "block_retention", deserialize_with = "de_opt_duration")]
+    pub retention: Option<Duration>,
 }
 
 /// The keys of a tenant's limits, in the order they are documented.
@@ -195,12 +199,18 @@ impl TenantLimitsSpec {
                 .or(base.max_attributes_per_span),
             max_spans_per_trace: self.max_spans_per_trace.or(base.max_spans_per_trace),
             max_bytes_per_trace: self.max_bytes_per_trace.or(base.max_bytes_per_trace),
+            retention: self.retention.or(base.retention),
         }
     }
 
     /// Checks the values this spec sets, and that a burst it sets has a rate in `merged` (the
     /// spec as it applies). `prefix` is the key path of this spec in its file.
     fn check(&self, merged: &TenantLimitsSpec, prefix: &str) -> Result<(), String> {
+        if self.retention.is_some_and(|r| r < Duration::from_secs(3600)) {
+            return Err(format!(
+                "key `{prefix}.retention`: must be at least 1h (fix: e.g. \"30d\"; remove the key for storage.retention)"
+            ));
+        }
         for (key, setting) in LIMIT_KEYS.iter().zip(self.fields()) {
             // Dropping every attribute is a legitimate choice; everything else must be positive.
             let min = u64::from(*key != "max_attributes_per_span");
@@ -252,6 +262,7 @@ impl TenantLimitsSpec {
             max_attributes_per_span: size(self.max_attributes_per_span),
             max_spans_per_trace: get(self.max_spans_per_trace),
             max_bytes_per_trace: get(self.max_bytes_per_trace),
+            retention: self.retention,
         }
     }
 }
@@ -394,6 +405,8 @@ pub struct TenantLimits {
     pub max_attributes_per_span: Option<usize>,
     pub max_spans_per_trace: Option<u64>,
     pub max_bytes_per_trace: Option<u64>,
+    /// Retention over the store's default (`None`: the default).
+    pub retention: Option<Duration>,
 }
 
 impl TenantLimits {
@@ -920,6 +933,11 @@ impl Limiter {
     }
 
     /// The limits that apply to `tenant` now.
+    /// The tenant's retention from the defaults and the per-tenant file, if either sets one.
+    pub fn retention_for(&self, tenant: &str) -> Option<Duration> {
+        self.limits_for(tenant).retention
+    }
+
     pub fn limits_for(&self, tenant: &str) -> TenantLimits {
         self.table.read().get(tenant)
     }

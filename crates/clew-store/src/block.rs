@@ -5,6 +5,7 @@
 use crate::bloom::Bloom;
 use crate::column_filter::{self, ColumnQuery};
 use crate::file_reader::BlockFileReader;
+use crate::sealed_block::{self, BlockKey, SealedFileReader};
 use crate::matcher::{self, SpanView};
 use crate::schema::{self, col, AttrList, Columns, DecodeCache, DedicatedType, DEDICATED};
 use crate::storage::Storage;
@@ -17,6 +18,7 @@ use clew_model::{attrs, FlatSpan, Tenant, TraceId};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowFilter};
+use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
@@ -60,10 +62,13 @@ pub struct BlockMeta {
     pub trace_count: u64,
     pub services: Vec<String>,
     pub operations: Vec<OperationMeta>,
-    /// Size of `data.parquet` in bytes.
+    /// Size of `data.parquet` in bytes (of its plaintext, if the block is sealed: the object is
+    /// `clew_encryption::sealed::sealed_len` of this).
     pub size_bytes: u64,
     pub row_groups: Vec<RowGroupMeta>,
-    /// Key id for encryption at rest; `None` while blocks are not encrypted.
+    /// Encryption at rest: `"{provider}:{kek_id}"` of the key that wrapped the block's data key
+    /// when it was written (informational; `key.json` is authoritative and changes on rotation).
+    /// `None`: a plaintext block.
     pub encryption_key_id: Option<String>,
     /// Blocks this one replaces (compaction); they are deleted once this one is durable.
     #[serde(default)]
@@ -118,6 +123,10 @@ pub struct Block {
     bloom: Bloom,
     row_group_ranges: Vec<TraceIdRange>,
     reader_meta: tokio::sync::OnceCell<ArrowReaderMetadata>,
+    /// Where the block's files are (local disk or the bucket): every read goes there.
+    storage: Storage,
+    /// `Some` for a sealed block (`key.json`): see `sealed_block.rs`.
+    key: Option<Arc<BlockKey>>,
 }
 
 impl std::fmt::Debug for Block {
@@ -125,6 +134,7 @@ impl std::fmt::Debug for Block {
         f.debug_struct("Block")
             .field("id", &self.meta.block_id)
             .field("spans", &self.meta.span_count)
+            .field("tier", &self.storage.tier())
             .finish()
     }
 }
@@ -155,84 +165,153 @@ fn parse_ranges(meta: &BlockMeta) -> Result<Vec<TraceIdRange>, StoreError> {
 }
 
 impl Block {
-    pub fn from_parts(meta: BlockMeta, bloom: Bloom) -> Result<Self, StoreError> {
+    pub fn from_parts(meta: BlockMeta, bloom: Bloom, storage: Storage) -> Result<Self, StoreError> {
         let row_group_ranges = parse_ranges(&meta)?;
         Ok(Self {
             meta,
             bloom,
             row_group_ranges,
             reader_meta: tokio::sync::OnceCell::new(),
+            storage,
+            key: None,
         })
     }
 
-    /// Loads a block's meta and bloom filter.
+    /// Marks the block as sealed with this key.
+    pub(crate) fn with_key(mut self, key: Option<Arc<BlockKey>>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The block's key (its `key.json`), if it is sealed.
+    pub fn key(&self) -> Option<&Arc<BlockKey>> {
+        self.key.as_ref()
+    }
+
+    /// The storage holding this block's files.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn tier(&self) -> crate::storage::Tier {
+        self.storage.tier()
+    }
+
+    /// The same block, read from another storage holding a byte-identical copy of its files
+    /// (tiering): the Parquet footer already read is kept.
+    pub fn relocated(&self, storage: Storage) -> Block {
+        Block {
+            meta: self.meta.clone(),
+            bloom: self.bloom.clone(),
+            row_group_ranges: self.row_group_ranges.clone(),
+            reader_meta: self.reader_meta.clone(),
+            storage,
+            key: self.key.clone(),
+        }
+    }
+
+    /// Loads a block's meta and bloom filter (through the storage's cache, if it has one),
+    /// opening them with the block's data key if it has a `key.json`.
     pub async fn load(storage: &Storage, dir: &Path) -> Result<Self, StoreError> {
-        let meta_bytes = storage.get(&dir.clone().join(META_FILE)).await?;
+        Self::load_listed(storage, dir, None).await
+    }
+
+    /// [`Block::load`] knowing from a listing whether `key.json` exists (`None`: look).
+    /// A sealed block whose key is gone is [`StoreError::KeyGone`]; a sealed block in a storage
+    /// without keys is [`StoreError::Config`].
+    pub async fn load_listed(
+        storage: &Storage,
+        dir: &Path,
+        has_key_file: Option<bool>,
+    ) -> Result<Self, StoreError> {
+        let opened = sealed_block::open_block_key(storage, dir, has_key_file).await?;
+        let data_key = opened.as_ref().map(|o| &**o.data_key);
+        let meta_bytes =
+            sealed_block::read_small(storage, &dir.clone().join(META_FILE), data_key).await?;
         let meta: BlockMeta =
             serde_json::from_slice(&meta_bytes).map_err(|e| StoreError::Corrupt {
                 what: format!("{dir}/{META_FILE}"),
                 detail: e.to_string(),
             })?;
-        let bloom =
-            Bloom::from_bytes(&storage.get(&dir.clone().join(BLOOM_FILE)).await?).map_err(|e| {
-                StoreError::Corrupt {
-                    what: format!("{dir}/{BLOOM_FILE}"),
-                    detail: e.to_string(),
-                }
-            })?;
-        Self::from_parts(meta, bloom)
+        let bloom_bytes =
+            sealed_block::read_small(storage, &dir.clone().join(BLOOM_FILE), data_key).await?;
+        let bloom = Bloom::from_bytes(&bloom_bytes).map_err(|e| StoreError::Corrupt {
+            what: format!("{dir}/{BLOOM_FILE}"),
+            detail: e.to_string(),
+        })?;
+        Ok(Self::from_parts(meta, bloom, storage.clone())?.with_key(opened.map(|o| o.key)))
+    }
+
+    /// Whether this block may hold spans of the trace (bloom filter: no false negatives).
+    pub fn may_contain(&self, id: &TraceId) -> bool {
+        self.bloom.may_contain(id)
     }
 
     pub fn memory_bytes(&self) -> usize {
         self.bloom.memory_bytes() + self.row_group_ranges.len() * 32
     }
 
-    async fn reader(
-        &self,
-        storage: &Storage,
-    ) -> Result<(BlockFileReader, ArrowReaderMetadata), StoreError> {
+    /// A reader of `data.parquet`: ranged GETs, decrypted on the fly if the block is sealed.
+    async fn file_reader(&self) -> Result<Box<dyn AsyncFileReader>, StoreError> {
         let path = self.meta.dir().clone().join(DATA_FILE);
-        let make = || BlockFileReader::new(storage.os.clone(), path.clone(), self.meta.size_bytes);
+        let (os, size) = (self.storage.os.clone(), self.meta.size_bytes);
+        let Some(key) = &self.key else {
+            return Ok(Box::new(BlockFileReader::new(os, path, size)));
+        };
+        let keys = self.storage.keys().ok_or_else(|| StoreError::Config {
+            key: "storage.encryption".into(),
+            message: format!("block {} is encrypted", self.meta.block_id),
+        })?;
+        let data_key = key.data_key(keys, &self.meta.block_id).await?;
+        Ok(Box::new(SealedFileReader::new(
+            os,
+            path,
+            size,
+            data_key,
+            key.clone(),
+        )))
+    }
+
+    async fn reader(&self) -> Result<(Box<dyn AsyncFileReader>, ArrowReaderMetadata), StoreError> {
         let md = self
             .reader_meta
             .get_or_try_init(|| async {
-                let mut r = make();
-                ArrowReaderMetadata::load_async(&mut r, ArrowReaderOptions::new()).await
+                let mut r = self.file_reader().await?;
+                Ok::<_, StoreError>(
+                    ArrowReaderMetadata::load_async(&mut r, ArrowReaderOptions::new()).await?,
+                )
             })
             .await?
             .clone();
-        Ok((make(), md))
+        Ok((self.file_reader().await?, md))
     }
 
     /// Reads and caches the Parquet footer, which every read of this block needs.
-    pub async fn preload(&self, storage: &Storage) -> Result<(), StoreError> {
-        self.reader(storage).await.map(|_| ())
+    pub async fn preload(&self) -> Result<(), StoreError> {
+        self.reader().await.map(|_| ())
     }
 
     /// Streams record batches of the given row groups (all if `None`), projected to `columns`
     /// (all if `None`).
     pub async fn scan(
         &self,
-        storage: &Storage,
         row_groups: Option<Vec<usize>>,
         columns: Option<&[&str]>,
         f: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        self.scan_filtered(storage, row_groups, columns, None, f)
-            .await
+        self.scan_filtered(row_groups, columns, None, f).await
     }
 
     /// [`Block::scan`] with a row filter (built against the file's schema) evaluated inside the
     /// reader: only rows it keeps are materialized.
     pub async fn scan_filtered(
         &self,
-        storage: &Storage,
         row_groups: Option<Vec<usize>>,
         columns: Option<&[&str]>,
         filter: Option<RowFilterFactory>,
         mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let (reader, md) = self.reader(storage).await?;
+        let (reader, md) = self.reader().await?;
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, md.clone())
             .with_batch_size(8192);
         if let Some(groups) = row_groups {
@@ -258,11 +337,7 @@ impl Block {
     }
 
     /// All spans of one trace in this block.
-    pub async fn read_trace(
-        &self,
-        storage: &Storage,
-        id: &TraceId,
-    ) -> Result<Vec<FlatSpan>, StoreError> {
+    pub async fn read_trace(&self, id: &TraceId) -> Result<Vec<FlatSpan>, StoreError> {
         if !self.bloom.may_contain(id) {
             return Ok(Vec::new());
         }
@@ -284,7 +359,7 @@ impl Block {
             let root = root_of(col::TRACE_ID).unwrap_or(0);
             column_filter::trace_id_filter(pschema, root, target)
         });
-        self.scan_filtered(storage, Some(groups), None, Some(filter), |batch| {
+        self.scan_filtered(Some(groups), None, Some(filter), |batch| {
             let ids = Columns::new(batch).fsb(col::TRACE_ID)?;
             let rows: Vec<usize> = (0..ids.len()).filter(|&r| ids.value(r) == id.0).collect();
             out.extend(schema::rows_to_spans(batch, rows, &mut cache)?);
@@ -298,7 +373,6 @@ impl Block {
     /// Reads only the row groups whose trace-id range overlaps.
     pub async fn read_range(
         &self,
-        storage: &Storage,
         lo: u64,
         hi: u64,
         cache: &mut DecodeCache,
@@ -319,7 +393,7 @@ impl Block {
             let root = root_of(col::TRACE_ID).unwrap_or(0);
             column_filter::trace_prefix_range_filter(pschema, root, lo, hi)
         });
-        self.scan_filtered(storage, Some(groups), None, Some(filter), |batch| {
+        self.scan_filtered(Some(groups), None, Some(filter), |batch| {
             out.extend(schema::rows_to_spans(batch, 0..batch.num_rows(), cache)?);
             Ok(())
         })
@@ -354,11 +428,7 @@ impl Block {
     }
 
     /// Matching traces in this block with their latest matching start time.
-    pub async fn search(
-        &self,
-        storage: &Storage,
-        q: &SearchQuery,
-    ) -> Result<HashMap<TraceId, u64>, StoreError> {
+    pub async fn search(&self, q: &SearchQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
         // The block's own time range may make the start-time condition moot: then the
         // predicate does not need to decode the start column at all.
         let mut q = q.clone();
@@ -379,10 +449,10 @@ impl Block {
                     .all(|k| !sp.iter().any(|s| s == k))
             });
             if exact {
-                return self.search_columns(storage, cq, q.effective_limit()).await;
+                return self.search_columns(cq, q.effective_limit()).await;
             }
         }
-        self.search_rows(storage, q).await
+        self.search_rows(q).await
     }
 
     /// The column-predicate path: decode predicate columns, then trace id and start of matches,
@@ -391,7 +461,6 @@ impl Block {
     /// matching trace is needed.
     async fn search_columns(
         &self,
-        storage: &Storage,
         cq: ColumnQuery,
         limit: usize,
     ) -> Result<HashMap<TraceId, u64>, StoreError> {
@@ -403,7 +472,6 @@ impl Block {
             Box::new(move |pschema, root_of| cq.row_filter(pschema, root_of));
         let mut current: Option<(TraceId, u64)> = None;
         self.scan_filtered(
-            storage,
             None,
             Some(&[col::TRACE_ID, col::START]),
             Some(filter),
@@ -435,11 +503,7 @@ impl Block {
     }
 
     /// The row-by-row path, for conditions on the generic attribute list or pseudo tags.
-    async fn search_rows(
-        &self,
-        storage: &Storage,
-        q: &SearchQuery,
-    ) -> Result<HashMap<TraceId, u64>, StoreError> {
+    async fn search_rows(&self, q: &SearchQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
         let mut cols = vec![
             col::TRACE_ID,
             col::SERVICE_NAME,
@@ -455,7 +519,7 @@ impl Block {
         }
         let mut hits = HashMap::new();
         let mut cache = DecodeCache::default();
-        self.scan(storage, None, Some(&cols), |batch| {
+        self.scan(None, Some(&cols), |batch| {
             let view = BatchView::new(batch, !q.attributes.is_empty())?;
             for row in 0..batch.num_rows() {
                 let rv = RowView {
@@ -783,7 +847,7 @@ impl BlockWriter {
         } else {
             self.min_start
         };
-        let meta = BlockMeta {
+        let mut meta = BlockMeta {
             format_version: FORMAT_VERSION,
             block_id: uuid::Uuid::now_v7().to_string(),
             tenant: self.tenant.as_str().to_string(),
@@ -802,25 +866,52 @@ impl BlockWriter {
             dedicated_spills: Some(self.spills.into_iter().map(str::to_string).collect()),
         };
         let dir = meta.dir();
-        storage.put(&dir.clone().join(DATA_FILE), buf).await?;
+        // Encryption at rest: a fresh data key per block, its envelope (`key.json`) first. No key
+        // (a provider outage) fails the write, retryably: never a plaintext block instead.
+        let data_key = match storage.keys() {
+            Some(keys) => {
+                let dk = keys
+                    .new_file_key(&meta.tenant)
+                    .await
+                    .map_err(|e| sealed_block::key_error(e, &meta.block_id, &meta.tenant))?;
+                sealed_block::write_envelope(storage, &dir, &dk.envelope).await?;
+                meta.encryption_key_id = Some(sealed_block::key_id(&dk.envelope));
+                Some(dk)
+            }
+            None => None,
+        };
+        let seal = |path: &Path, plain: Vec<u8>| match &data_key {
+            Some(dk) => sealed_block::seal_file(&dk.plaintext, path, &plain),
+            None => plain,
+        };
+        let data_path = dir.clone().join(DATA_FILE);
+        let data = seal(&data_path, buf);
+        storage.put(&data_path, data).await?;
+        let bloom_path = dir.clone().join(BLOOM_FILE);
         storage
-            .put(&dir.clone().join(BLOOM_FILE), self.bloom.to_bytes())
+            .put(&bloom_path, seal(&bloom_path, self.bloom.to_bytes()))
             .await?;
         let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Corrupt {
             what: "block meta".into(),
             detail: e.to_string(),
         })?;
-        storage.put(&dir.clone().join(META_FILE), meta_json).await?;
-        Block::from_parts(meta, self.bloom)
+        let meta_path = dir.clone().join(META_FILE);
+        storage.put(&meta_path, seal(&meta_path, meta_json)).await?;
+        let key = data_key.map(|dk| BlockKey::new(dk.envelope));
+        Ok(Block::from_parts(meta, self.bloom, storage.clone())?.with_key(key))
     }
 }
 
 /// Deletes a block's files, meta first so a crash midway leaves no half-visible block.
+/// Any other file of the block directory (`key.json` of a sealed block) goes too, last.
 pub async fn delete_block(storage: &Storage, meta: &BlockMeta) -> Result<(), StoreError> {
     let dir = meta.dir();
     storage.delete(&dir.clone().join(META_FILE)).await?;
     storage.delete(&dir.clone().join(BLOOM_FILE)).await?;
     storage.delete(&dir.clone().join(DATA_FILE)).await?;
+    for other in storage.list_dir(&dir).await? {
+        storage.delete(&other).await?;
+    }
     Ok(())
 }
 
@@ -879,8 +970,8 @@ mod tests {
                     ..Default::default()
                 };
                 let cq = ColumnQuery::compile(&q).expect("compiles");
-                let by_columns = block.search_columns(&storage, cq, 1000).await.unwrap();
-                let by_rows = block.search_rows(&storage, &q).await.unwrap();
+                let by_columns = block.search_columns(cq, 1000).await.unwrap();
+                let by_rows = block.search_rows(&q).await.unwrap();
                 assert_eq!(by_columns, by_rows, "{q:?}");
             }
         }
@@ -888,7 +979,7 @@ mod tests {
             attributes: vec![("http.route".into(), "/a".into())],
             ..Default::default()
         };
-        assert_eq!(block.search(&storage, &q).await.unwrap().len(), 20);
+        assert_eq!(block.search(&q).await.unwrap().len(), 20);
         // A limit keeps the newest traces, ties to the smaller id, like the store's final order.
         for limit in [1, 5, 39, 40, 100] {
             let q = SearchQuery {
@@ -896,13 +987,9 @@ mod tests {
                 limit,
                 ..Default::default()
             };
-            let got = block.search(&storage, &q).await.unwrap();
-            let mut all: Vec<(TraceId, u64)> = block
-                .search_rows(&storage, &q)
-                .await
-                .unwrap()
-                .into_iter()
-                .collect();
+            let got = block.search(&q).await.unwrap();
+            let mut all: Vec<(TraceId, u64)> =
+                block.search_rows(&q).await.unwrap().into_iter().collect();
             all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             all.truncate(limit);
             assert_eq!(
@@ -934,13 +1021,10 @@ mod tests {
         );
 
         let loaded = Block::load(&storage, &block.meta.dir()).await.unwrap();
-        let got = loaded
-            .read_trace(&storage, &TraceId([17; 16]))
-            .await
-            .unwrap();
+        let got = loaded.read_trace(&TraceId([17; 16])).await.unwrap();
         assert_eq!(got.len(), 2);
         assert!(loaded
-            .read_trace(&storage, &TraceId([200; 16]))
+            .read_trace(&TraceId([200; 16]))
             .await
             .unwrap()
             .is_empty());
@@ -949,23 +1033,23 @@ mod tests {
             attributes: vec![("s".into(), "v".into()), ("host.name".into(), "h1".into())],
             ..Default::default()
         };
-        assert_eq!(loaded.search(&storage, &q).await.unwrap().len(), 50);
+        assert_eq!(loaded.search(&q).await.unwrap().len(), 50);
         let q = SearchQuery {
             attributes: vec![("http.route".into(), "7".into())],
             service: Some("checkout".into()),
             ..Default::default()
         };
-        assert_eq!(loaded.search(&storage, &q).await.unwrap().len(), 50);
+        assert_eq!(loaded.search(&q).await.unwrap().len(), 50);
         let q = SearchQuery {
             attributes: vec![("error".into(), "true".into())],
             ..Default::default()
         };
-        assert_eq!(loaded.search(&storage, &q).await.unwrap().len(), 50);
+        assert_eq!(loaded.search(&q).await.unwrap().len(), 50);
         let q = SearchQuery {
             attributes: vec![("s".into(), "nope".into())],
             ..Default::default()
         };
-        assert!(loaded.search(&storage, &q).await.unwrap().is_empty());
+        assert!(loaded.search(&q).await.unwrap().is_empty());
         let q = SearchQuery {
             service: Some("other".into()),
             ..Default::default()

@@ -12,6 +12,9 @@ pub mod api;
 
 pub use api::{DependencyLink, Operation, SearchQuery, TraceHit, TraceReader};
 pub use metrics::StoreMetrics;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use retention::{RetentionPolicy, DEFAULT_RETENTION};
+pub use sealed_block::RewrapReport;
 pub use store::{CompactionConfig, OpenReport, Store, StoreConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,19 +36,40 @@ pub enum StoreError {
     ShuttingDown,
     #[error("the store is overloaded: {0}")]
     Overloaded(String),
+    /// No data key for a WAL record (the key provider is unreachable): retryable; nothing was
+    /// written, in plaintext or otherwise.
+    #[error("encryption key unavailable: {0}")]
+    KeyUnavailable(String),
+    /// A block's data key cannot be unwrapped because its key-encryption key is gone (a retired
+    /// version or a crypto-shredded tenant): the block is unreadable for good.
+    #[error("block {block} of tenant {tenant:?} is unreadable: its encryption key is gone ({reason})")]
+    KeyGone {
+        block: String,
+        tenant: String,
+        reason: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A start-up problem with the configuration or what it points at (a bucket, credentials):
+    /// names the key and the fix.
+    #[error("{key}: {message}")]
+    Config { key: String, message: String },
 }
 
 pub mod block;
 pub mod bloom;
 pub mod catalog;
+pub mod clock;
 pub mod column_filter;
+pub mod erase;
 pub mod file_reader;
 pub mod head;
+pub mod holds;
 pub mod matcher;
+pub mod retention;
 pub mod metrics;
 pub mod schema;
+pub mod sealed_block;
 pub mod storage;
 pub mod store;
 pub mod wal;

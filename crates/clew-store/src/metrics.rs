@@ -14,6 +14,12 @@ pub struct TenantLabel {
     pub tenant: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabel {
+    /// `local` or `remote` (the bucket).
+    pub tier: String,
+}
+
 #[derive(Clone)]
 pub struct StoreMetrics(Arc<Inner>);
 
@@ -31,6 +37,13 @@ struct Inner {
     compactions: Counter,
     compaction_failures: Counter,
     duplicates_removed: Counter,
+    tier_blocks: Family<TierLabel, Gauge>,
+    tier_bytes: Family<TierLabel, Gauge>,
+    tiering_moves: Counter,
+    tiering_bytes: Counter,
+    tiering_failures: Counter,
+    unreadable_blocks: Family<TenantLabel, Gauge>,
+    retention: crate::retention::RetentionMetrics,
 }
 
 impl Default for StoreMetrics {
@@ -49,6 +62,13 @@ impl Default for StoreMetrics {
             compactions: Counter::default(),
             compaction_failures: Counter::default(),
             duplicates_removed: Counter::default(),
+            tier_blocks: Family::default(),
+            tier_bytes: Family::default(),
+            tiering_moves: Counter::default(),
+            tiering_bytes: Counter::default(),
+            tiering_failures: Counter::default(),
+            unreadable_blocks: Family::default(),
+            retention: Default::default(),
         }))
     }
 }
@@ -117,6 +137,41 @@ impl StoreMetrics {
             "Duplicate spans dropped by compaction",
             m.duplicates_removed.clone(),
         );
+        r.register(
+            "clew_store_tier_blocks",
+            "Blocks per tier (local disk, remote bucket)",
+            m.tier_blocks.clone(),
+        );
+        r.register(
+            "clew_store_tier_block_bytes",
+            "Bytes of block data per tier (local disk, remote bucket)",
+            m.tier_bytes.clone(),
+        );
+        r.register(
+            "clew_store_tiering_moves",
+            "Blocks moved from local disk to the bucket",
+            m.tiering_moves.clone(),
+        );
+        r.register(
+            "clew_store_tiering_moved_bytes",
+            "Bytes copied from local disk to the bucket by tiering",
+            m.tiering_bytes.clone(),
+        );
+        r.register(
+            "clew_store_tiering_failures",
+            "Block moves to the bucket that failed (retried on the next pass)",
+            m.tiering_failures.clone(),
+        );
+        r.register(
+            "clew_store_unreadable_blocks",
+            "Encrypted blocks skipped at start-up because their key is gone (crypto-shredded or retired)",
+            m.unreadable_blocks.clone(),
+        );
+        m.retention.register(r);
+    }
+
+    pub fn retention(&self) -> &crate::retention::RetentionMetrics {
+        &self.0.retention
     }
 
     pub fn observe_fsync(&self, took: Duration, bytes: usize, requests: usize) {
@@ -145,6 +200,33 @@ impl StoreMetrics {
         self.0.blocks.get_or_create(&l).set(blocks as i64);
         self.0.block_bytes.get_or_create(&l).set(bytes as i64);
         self.0.block_spans.get_or_create(&l).set(spans as i64);
+    }
+
+    /// Blocks of a tenant found unreadable at start-up (their encryption key is gone).
+    pub fn set_unreadable_blocks(&self, tenant: &str, n: usize) {
+        self.0
+            .unreadable_blocks
+            .get_or_create(&TenantLabel {
+                tenant: tenant.to_string(),
+            })
+            .set(n as i64);
+    }
+
+    pub fn set_tier_blocks(&self, tier: &str, blocks: usize, bytes: u64) {
+        let l = TierLabel {
+            tier: tier.to_string(),
+        };
+        self.0.tier_blocks.get_or_create(&l).set(blocks as i64);
+        self.0.tier_bytes.get_or_create(&l).set(bytes as i64);
+    }
+
+    pub fn tiered(&self, ok: bool, bytes: u64) {
+        if ok {
+            self.0.tiering_moves.inc();
+            self.0.tiering_bytes.inc_by(bytes);
+        } else {
+            self.0.tiering_failures.inc();
+        }
     }
 
     pub fn flushed(&self, ok: bool) {

@@ -4,9 +4,12 @@
 use crate::api::{DependencyLink, Operation, SearchQuery, TraceHit, TraceReader};
 use crate::block::{self, Block, BlockMeta, BlockRef, META_FILE};
 use crate::catalog::Catalog;
+use crate::clock::{Clock, SystemClock};
+use crate::retention::{self, RetentionPolicy, RetentionReport, StoreEvents};
 use crate::head::Head;
+use crate::holds::Holds;
 use crate::metrics::StoreMetrics;
-use crate::storage::Storage;
+use crate::storage::{Storage, Tier};
 use crate::wal::{ReplayReport, Sealed, Wal};
 use crate::StoreError;
 
@@ -35,6 +38,25 @@ pub struct StoreConfig {
     /// Spans per slice of a streaming compaction merge: bounds its memory (a decoded span takes
     /// about 2 KiB).
     pub merge_slice_spans: u64,
+    /// Default retention; [`StoreConfig::retention_policy`] may override it per tenant.
+    pub retention: Duration,
+    /// Per-tenant retention (the overrides file); `None`: `retention` for every tenant.
+    pub retention_policy: Option<Arc<dyn RetentionPolicy>>,
+    /// Where "now" comes from: the system clock, or a manual one in tests.
+    pub clock: Arc<dyn Clock>,
+    /// Blocks in an S3-compatible bucket (all of them, or with `tiering` the older ones).
+    pub s3: Option<crate::storage::S3Config>,
+    pub tiering: Option<crate::storage::TieringConfig>,
+    /// How long replaced blocks (compaction inputs, local copies of tiered blocks) stay readable
+    /// before deletion: queries that snapshotted the block list may still read them.
+    pub block_delete_delay: Duration,
+    /// How often expired blocks are looked for.
+    pub retention_interval: Duration,
+    /// Where retention deletions and erasures are reported (the audit log).
+    pub events: Option<Arc<dyn StoreEvents>>,
+    /// Encryption at rest: every WAL record and block file is sealed with a data key from here.
+    /// `None`: plaintext (the default).
+    pub keys: Option<Arc<clew_encryption::KeyManager>>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,30 +90,47 @@ impl StoreConfig {
             max_head_spans: 4_000_000,
             compaction: CompactionConfig::default(),
             merge_slice_spans: 500_000,
+            retention: crate::DEFAULT_RETENTION,
+            retention_policy: None,
+            clock: Arc::new(SystemClock),
+            s3: None,
+            tiering: None,
+            block_delete_delay: Duration::from_secs(30),
+            retention_interval: Duration::from_secs(60),
+            events: None,
+            keys: None,
         }
     }
 }
 
-struct Inner {
-    cfg: StoreConfig,
-    wal: Wal,
-    head: Arc<Head>,
-    catalog: Arc<Catalog>,
-    storage: Storage,
-    blocks: RwLock<BTreeMap<Tenant, Vec<BlockRef>>>,
+pub(crate) struct Inner {
+    pub(crate) cfg: StoreConfig,
+    pub(crate) wal: Wal,
+    pub(crate) head: Arc<Head>,
+    pub(crate) catalog: Arc<Catalog>,
+    /// Where new blocks are written: the bucket without tiering, local disk otherwise.
+    pub(crate) storage: Storage,
+    /// Local disk (`data_dir/blocks`).
+    pub(crate) local: Storage,
+    /// The bucket, if configured.
+    pub(crate) remote: Option<Storage>,
+    pub(crate) blocks: RwLock<BTreeMap<Tenant, Vec<BlockRef>>>,
     /// Sealed generations whose blocks are not written yet, oldest first.
-    pending: Mutex<Vec<Sealed>>,
+    pub(crate) pending: Mutex<Vec<Sealed>>,
     /// Serializes compactions.
-    compaction: tokio::sync::Mutex<()>,
+    pub(crate) compaction: tokio::sync::Mutex<()>,
     /// Serializes flushes.
-    maintenance: Mutex<()>,
-    metrics: StoreMetrics,
-    stop: watch::Sender<bool>,
+    pub(crate) maintenance: Mutex<()>,
+    pub(crate) metrics: StoreMetrics,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) holds: Holds,
+    /// Traces being erased (journal in `erase/`): hidden from every read until they are gone.
+    pub(crate) erasing: RwLock<HashMap<Tenant, HashSet<TraceId>>>,
 }
 
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What start-up found.
@@ -101,6 +140,16 @@ pub struct OpenReport {
     pub blocks: usize,
     pub removed_incomplete_blocks: usize,
     pub removed_compacted_blocks: usize,
+    /// Blocks found in the bucket (included in `blocks`).
+    pub remote_blocks: usize,
+    /// Local blocks also complete in the bucket (tiering interrupted after the copy): the local
+    /// copy was removed.
+    pub removed_tiered_duplicates: usize,
+    /// Sealed blocks whose data key could not be unwrapped because its key-encryption key is gone
+    /// (a retired version, a crypto-shredded tenant): left out of the index, kept on disk.
+    pub unreadable_blocks: usize,
+    /// `unreadable_blocks` per tenant (also `clew_store_unreadable_blocks{tenant}`).
+    pub unreadable_blocks_by_tenant: BTreeMap<String, usize>,
 }
 
 fn sink_error(e: StoreError) -> SinkError {
@@ -110,28 +159,63 @@ fn sink_error(e: StoreError) -> SinkError {
             retry_after: Duration::from_secs(1),
             reason,
         },
+        // A KMS outage: retry later; nothing was written in plaintext instead.
+        StoreError::KeyUnavailable(reason) => SinkError::Overloaded {
+            retry_after: Duration::from_secs(5),
+            reason,
+        },
         other => SinkError::Internal(other.to_string()),
     }
 }
 
 impl Store {
-    /// Opens the store on the local filesystem (`data_dir/blocks`).
+    /// Opens the store: blocks on the local filesystem (`data_dir/blocks`) and, with `cfg.s3`, in
+    /// the bucket (its `meta.json`/`bloom.bin` cached under `data_dir/cache/blocks`).
     pub async fn open(
         cfg: StoreConfig,
         metrics: StoreMetrics,
     ) -> Result<(Self, OpenReport), StoreError> {
-        let storage = Storage::local(cfg.data_dir.join("blocks"))?;
-        Self::open_with_storage(cfg, storage, metrics).await
+        let local = Storage::local(cfg.data_dir.join("blocks"))?;
+        let remote = match &cfg.s3 {
+            Some(s3) => Some(
+                Storage::s3(s3)
+                    .await?
+                    .with_cache(cfg.data_dir.join("cache").join("blocks")),
+            ),
+            None => None,
+        };
+        Self::open_with_storage(cfg, local, remote, metrics).await
     }
 
+    /// Opens the store on the given storages: `local` for local blocks, `remote` (the bucket) for
+    /// all new blocks, or with `cfg.tiering` for blocks older than `tiering.after`.
     pub async fn open_with_storage(
         cfg: StoreConfig,
-        storage: Storage,
+        local: Storage,
+        remote: Option<Storage>,
         metrics: StoreMetrics,
     ) -> Result<(Self, OpenReport), StoreError> {
         let mut report = OpenReport::default();
         let catalog = Arc::new(Catalog::default());
-        let blocks = load_blocks(&storage, &mut report).await?;
+        let holds = Holds::open(cfg.data_dir.join(HOLDS_FILE))?;
+        // Encryption at rest: the storages seal new blocks and open sealed ones (sealed_block.rs).
+        let local = local.with_keys(cfg.keys.clone());
+        let remote = remote.map(|r| r.with_keys(cfg.keys.clone()));
+        let storage = match (&remote, &cfg.tiering) {
+            (Some(r), None) => r.clone(),
+            _ => local.clone(),
+        };
+        let tiers: Vec<&Storage> = std::iter::once(&local).chain(remote.as_ref()).collect();
+        let blocks = load_blocks(&tiers, &mut report).await?;
+        if let Some(r) = &remote {
+            let keep: HashSet<String> = blocks
+                .iter()
+                .filter(|b| b.tier() == Tier::Remote)
+                .map(|b| b.meta.dir().to_string())
+                .collect();
+            report.remote_blocks = keep.len();
+            r.prune_cache(&keep);
+        }
         let mut by_tenant: BTreeMap<Tenant, Vec<BlockRef>> = BTreeMap::new();
         for b in blocks {
             let Ok(tenant) = Tenant::new(&b.meta.tenant) else {
@@ -150,7 +234,13 @@ impl Store {
         report.blocks = by_tenant.values().map(Vec::len).sum();
 
         let head = Arc::new(Head::new(catalog.clone()));
-        let (wal, replay) = Wal::open(&cfg.data_dir.join("wal"), head.clone(), metrics.clone())?;
+        let (wal, replay) = Wal::open(
+            &cfg.data_dir.join("wal"),
+            head.clone(),
+            metrics.clone(),
+            cfg.keys.clone(),
+        )
+        .await?;
         report.replay = replay;
         let (stop, _) = watch::channel(false);
         let store = Store {
@@ -160,15 +250,26 @@ impl Store {
                 head,
                 catalog,
                 storage,
+                local,
+                remote,
                 blocks: RwLock::new(by_tenant),
                 pending: Mutex::new(Vec::new()),
                 maintenance: Mutex::new(()),
                 compaction: tokio::sync::Mutex::new(()),
                 metrics,
                 stop,
+                holds,
+                erasing: RwLock::new(HashMap::new()),
             }),
         };
+        let resumed = store.resume_erasures()?;
+        if resumed > 0 {
+            tracing::warn!(erasures = resumed, "found interrupted erasures; their traces are hidden and the erase runs again");
+        }
         store.refresh_block_metrics();
+        for (tenant, n) in &report.unreadable_blocks_by_tenant {
+            store.inner.metrics.set_unreadable_blocks(tenant, *n);
+        }
         store.spawn_background();
         // Parquet footers are read lazily on a block's first query; read them now, in the
         // background, so the first lookups after a restart do not pay for it.
@@ -183,7 +284,7 @@ impl Store {
                 .cloned()
                 .collect();
             for b in all {
-                if let Err(e) = b.preload(&warm.inner.storage).await {
+                if let Err(e) = b.preload().await {
                     tracing::warn!(block = %b.meta.block_id, error = %e, "cannot read block footer");
                 }
             }
@@ -210,6 +311,41 @@ impl Store {
                     if let Err(e) = flusher.flush().await {
                         tracing::error!(error = %e, "flushing the head into blocks failed; will retry");
                     }
+                }
+            }
+        });
+        if self.inner.cfg.tiering.is_some() && self.inner.remote.is_some() {
+            let tierer = self.clone();
+            let mut stop = self.inner.stop.subscribe();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    tokio::select! {
+                        res = tierer.tier_once() => if let Err(e) = res {
+                            tracing::error!(error = %e, "moving blocks to the bucket failed; will retry");
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
+        let retention = self.clone();
+        let mut stop = self.inner.stop.subscribe();
+        tokio::spawn(async move {
+            // The first pass one interval after start-up, not at once: a start-up is busy enough.
+            let every = retention.inner.cfg.retention_interval;
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = retention.apply_retention().await {
+                    tracing::error!(error = %e, "retention pass failed; will retry");
                 }
             }
         });
@@ -266,7 +402,19 @@ impl Store {
     async fn write_generation(&self, sealed: &Sealed) -> Result<(), StoreError> {
         for (tenant, th) in &sealed.generation.tenants {
             let mut by_day: BTreeMap<String, Vec<&FlatSpan>> = BTreeMap::new();
-            for s in &th.spans {
+            // Spans that expired while in the head are not written (they are invisible already).
+            let cutoff = self.retention_cutoff(tenant);
+            let erasing = self.inner.erasing.read().get(tenant).cloned();
+            let erased = |s: &FlatSpan| {
+                erasing.as_ref().is_some_and(|e| {
+                    TraceId::from_bytes(&s.span.trace_id).is_ok_and(|id| e.contains(&id))
+                })
+            };
+            for s in th
+                .spans
+                .iter()
+                .filter(|s| s.span.start_time_unix_nano >= cutoff && !erased(s))
+            {
                 by_day
                     .entry(block::day_of(s.span.start_time_unix_nano))
                     .or_default()
@@ -282,7 +430,7 @@ impl Store {
                 )
                 .await?;
                 tracing::debug!(tenant = %tenant, block = %b.meta.block_id, spans = b.meta.span_count, "block written");
-                b.preload(&self.inner.storage).await?;
+                b.preload().await?;
                 self.inner
                     .blocks
                     .write()
@@ -311,10 +459,14 @@ impl Store {
             .collect();
         let mut written = 0;
         for (tenant, blocks) in snapshot {
-            let mut by_day: BTreeMap<&str, Vec<&BlockRef>> = BTreeMap::new();
+            // Blocks merge only with blocks of the same tier; the output stays in that tier.
+            let mut by_day: BTreeMap<(&str, Tier), Vec<&BlockRef>> = BTreeMap::new();
             for b in &blocks {
                 if b.meta.span_count < cfg.max_block_spans {
-                    by_day.entry(b.meta.day.as_str()).or_default().push(b);
+                    by_day
+                        .entry((b.meta.day.as_str(), b.tier()))
+                        .or_default()
+                        .push(b);
                 }
             }
             for (_, mut group) in by_day {
@@ -368,8 +520,7 @@ impl Store {
             };
             let mut spans: Vec<FlatSpan> = Vec::new();
             for b in chosen {
-                b.read_range(&self.inner.storage, lo, hi, &mut cache, &mut spans)
-                    .await?;
+                b.read_range(lo, hi, &mut cache, &mut spans).await?;
             }
             let before = spans.len();
             let mut seen = HashSet::new();
@@ -382,8 +533,13 @@ impl Store {
             cache = crate::schema::DecodeCache::default();
         }
         let ids: Vec<String> = chosen.iter().map(|b| b.meta.block_id.clone()).collect();
-        let merged = writer.finish(&self.inner.storage, ids.clone()).await?;
-        merged.preload(&self.inner.storage).await?;
+        // Inputs share a tier (compact_once groups by it): the output goes there too.
+        let target = chosen
+            .first()
+            .map_or(&self.inner.storage, |b| b.storage())
+            .clone();
+        let merged = writer.finish(&target, ids.clone()).await?;
+        merged.preload().await?;
         tracing::info!(tenant = %tenant, merged = ids.len(), spans = merged.meta.span_count, duplicates, "compacted blocks");
         // Swap the index in one step: readers see either the old blocks or the new one.
         {
@@ -396,11 +552,14 @@ impl Store {
         self.refresh_block_metrics();
         // Queries that snapshotted the old blocks may still be reading them: delete a bit later.
         // If we crash first, start-up removes them (the new block lists them in compacted_from).
-        let storage = self.inner.storage.clone();
-        let old: Vec<BlockMeta> = chosen.iter().map(|b| b.meta.clone()).collect();
+        let old: Vec<(Storage, BlockMeta)> = chosen
+            .iter()
+            .map(|b| (b.storage().clone(), b.meta.clone()))
+            .collect();
+        let delay = self.inner.cfg.block_delete_delay;
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            for m in old {
+            tokio::time::sleep(delay).await;
+            for (storage, m) in old {
                 if let Err(e) = block::delete_block(&storage, &m).await {
                     tracing::warn!(block = %m.block_id, error = %e, "could not delete compacted block");
                 }
@@ -409,14 +568,124 @@ impl Store {
         Ok(())
     }
 
-    fn refresh_block_metrics(&self) {
+    pub(crate) fn refresh_block_metrics(&self) {
+        let mut per_tier: BTreeMap<Tier, (usize, u64)> = BTreeMap::new();
         for (tenant, blocks) in self.inner.blocks.read().iter() {
             let bytes = blocks.iter().map(|b| b.meta.size_bytes).sum();
             let spans = blocks.iter().map(|b| b.meta.span_count).sum();
             self.inner
                 .metrics
                 .set_tenant_blocks(tenant.as_str(), blocks.len(), bytes, spans);
+            for b in blocks {
+                let e = per_tier.entry(b.tier()).or_default();
+                e.0 += 1;
+                e.1 += b.meta.size_bytes;
+            }
         }
+        let tiers: &[Tier] = if self.inner.remote.is_some() {
+            &[Tier::Local, Tier::Remote]
+        } else {
+            &[Tier::Local]
+        };
+        for t in tiers {
+            let (n, bytes) = per_tier.get(t).copied().unwrap_or_default();
+            self.inner.metrics.set_tier_blocks(t.as_str(), n, bytes);
+        }
+    }
+
+    /// One tiering pass: moves every local block whose newest span is older than
+    /// `tiering.after` (by the store's clock) to the bucket. Per block: every file is copied,
+    /// `meta.json` last (it makes the remote copy complete); the block list switches to the
+    /// remote copy in one step; the local copy is deleted `block_delete_delay` later (queries may
+    /// hold it). A crash at any point is resolved at start-up (see [`OpenReport`]). Returns the
+    /// number of blocks moved. Without tiering, does nothing.
+    pub async fn tier_once(&self) -> Result<usize, StoreError> {
+        let (Some(tiering), Some(remote)) = (&self.inner.cfg.tiering, &self.inner.remote) else {
+            return Ok(0);
+        };
+        // Under the compaction lock: a merge never takes a block that is being moved.
+        let _c = self.inner.compaction.lock().await;
+        let now = self.inner.cfg.clock.now_unix_nano();
+        let after = u64::try_from(tiering.after.as_nanos()).unwrap_or(u64::MAX);
+        let due: Vec<(Tenant, BlockRef)> = self
+            .inner
+            .blocks
+            .read()
+            .iter()
+            .flat_map(|(t, bs)| bs.iter().map(move |b| (t.clone(), b.clone())))
+            .filter(|(_, b)| {
+                b.tier() == Tier::Local && b.meta.max_start_unix_nano.saturating_add(after) <= now
+            })
+            // Expired blocks are retention's to delete, not worth an upload.
+            .filter(|(t, b)| b.meta.max_start_unix_nano >= self.retention_cutoff(t))
+            .collect();
+        let (mut moved, mut first_error) = (0, None);
+        for (tenant, b) in due {
+            // One block failing (say, a bad local file) does not hold back the others.
+            match self.move_block(&tenant, &b, remote).await {
+                Ok(()) => {
+                    moved += 1;
+                    self.inner.metrics.tiered(true, b.meta.size_bytes);
+                }
+                Err(e) => {
+                    self.inner.metrics.tiered(false, 0);
+                    tracing::warn!(tenant = %tenant, block = %b.meta.block_id, error = %e, "cannot move a block to the bucket; will retry");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if moved > 0 {
+            self.refresh_block_metrics();
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(moved),
+        }
+    }
+
+    async fn move_block(
+        &self,
+        tenant: &Tenant,
+        b: &BlockRef,
+        remote: &Storage,
+    ) -> Result<(), StoreError> {
+        let dir = b.meta.dir();
+        let meta_path = dir.clone().join(META_FILE);
+        // Every object of the directory (a future `key.json` too), meta.json last.
+        let mut files = b.storage().list_dir(&dir).await?;
+        files.retain(|p| p != &meta_path);
+        files.push(meta_path);
+        for f in &files {
+            remote.copy_from(b.storage(), f).await?;
+        }
+        let moved = Arc::new(b.relocated(remote.clone()));
+        let swapped = {
+            let mut blocks = self.inner.blocks.write();
+            let list = blocks.entry(tenant.clone()).or_default();
+            match list.iter_mut().find(|x| x.meta.block_id == b.meta.block_id) {
+                Some(slot) => {
+                    *slot = moved;
+                    true
+                }
+                None => false,
+            }
+        };
+        if !swapped {
+            // Dropped meanwhile (retention): the remote copy goes too.
+            block::delete_block(remote, &b.meta).await?;
+            return Ok(());
+        }
+        tracing::info!(tenant = %tenant, block = %b.meta.block_id, bytes = b.meta.size_bytes, "block moved to the bucket");
+        let local = b.storage().clone();
+        let meta = b.meta.clone();
+        let delay = self.inner.cfg.block_delete_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = block::delete_block(&local, &meta).await {
+                tracing::warn!(block = %meta.block_id, error = %e, "could not delete the local copy of a tiered block");
+            }
+        });
+        Ok(())
     }
 
     /// Stops background work and flushes the head into blocks.
@@ -434,12 +703,166 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// The tenant's retention: the overrides file's value, else `storage.retention`.
+    pub fn retention_of(&self, tenant: &Tenant) -> Duration {
+        let cfg = &self.inner.cfg;
+        cfg.retention_policy
+            .as_ref()
+            .and_then(|p| p.retention(tenant.as_str()))
+            .unwrap_or(cfg.retention)
+    }
+
+    /// Spans of `tenant` that started before this (Unix nanoseconds) have expired; 0 while the
+    /// tenant is under legal hold.
+    pub fn retention_cutoff(&self, tenant: &Tenant) -> u64 {
+        if self.inner.holds.is_tenant_held(tenant.as_str()) {
+            return 0;
+        }
+        self.expiry_cutoff(tenant)
+    }
+
+    /// The retention cutoff, holds aside.
+    fn expiry_cutoff(&self, tenant: &Tenant) -> u64 {
+        let retention = u64::try_from(self.retention_of(tenant).as_nanos()).unwrap_or(u64::MAX);
+        self.inner
+            .cfg
+            .clock
+            .now_unix_nano()
+            .saturating_sub(retention)
+    }
+
+    /// The earliest span start a read of this trace may return: the retention cutoff, or 0 for
+    /// a trace under legal hold.
+    fn visible_from(&self, tenant: &Tenant, id: &TraceId) -> u64 {
+        if self.inner.holds.is_trace_held(tenant.as_str(), &id.0) {
+            0
+        } else {
+            self.retention_cutoff(tenant)
+        }
+    }
+
+    /// Legal holds (per tenant and per trace): exempt from retention and erasure until released.
+    pub fn holds(&self) -> &Holds {
+        &self.inner.holds
+    }
+
+    /// `q` restricted to spans that have not expired.
+    fn clamp_to_retention(&self, tenant: &Tenant, q: &SearchQuery) -> SearchQuery {
+        let cutoff = self.retention_cutoff(tenant);
+        let mut q = q.clone();
+        q.start_unix_nano = Some(q.start_unix_nano.unwrap_or(0).max(cutoff));
+        q
+    }
+
+    /// One retention pass: deletes every block whose newest span is older than its tenant's
+    /// retention, unless a legal hold covers it. Blocks leave the index at once (queries stop
+    /// seeing them) and their files are deleted `block_delete_delay` later, when readers are
+    /// done; a crash in between only means the next pass deletes them.
+    pub async fn apply_retention(&self) -> Result<RetentionReport, StoreError> {
+        let mut report = RetentionReport::default();
+        // Not while an erase or a tiering move swaps blocks.
+        let _c = self.inner.compaction.lock().await;
+        let tenants: Vec<Tenant> = self.inner.blocks.read().keys().cloned().collect();
+        for tenant in tenants {
+            let cutoff = self.expiry_cutoff(&tenant);
+            let expired: Vec<BlockRef> = self
+                .blocks(&tenant)
+                .into_iter()
+                .filter(|b| b.meta.max_start_unix_nano < cutoff)
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            let (held, doomed): (Vec<BlockRef>, Vec<BlockRef>) = expired
+                .into_iter()
+                .partition(|b| self.block_is_held(&tenant, b));
+            report.held_blocks += held.len();
+            if doomed.is_empty() {
+                continue;
+            }
+            let ids: HashSet<&str> = doomed.iter().map(|b| b.meta.block_id.as_str()).collect();
+            if let Some(list) = self.inner.blocks.write().get_mut(&tenant) {
+                list.retain(|b| !ids.contains(b.meta.block_id.as_str()));
+            }
+            for b in &doomed {
+                let m = &b.meta;
+                report.deleted_blocks += 1;
+                report.deleted_bytes += m.size_bytes;
+                report.deleted_spans += m.span_count;
+                self.inner
+                    .metrics
+                    .retention()
+                    .block_deleted(tenant.as_str(), m.size_bytes, m.span_count);
+                tracing::info!(tenant = %tenant, block = %m.block_id, day = %m.day, spans = m.span_count, bytes = m.size_bytes, "retention: block expired");
+                if let Some(events) = &self.inner.cfg.events {
+                    events.record(
+                        "retention.delete",
+                        Some(tenant.as_str()),
+                        serde_json::json!({
+                            "block": m.block_id,
+                            "day": m.day,
+                            "spans": m.span_count,
+                            "bytes": m.size_bytes,
+                            "newest_span_unix_nano": m.max_start_unix_nano,
+                            "cutoff_unix_nano": cutoff,
+                            "retention": humantime_secs(self.retention_of(&tenant)),
+                        }),
+                    );
+                }
+            }
+            self.delete_blocks_later(doomed);
+        }
+        if report.deleted_blocks > 0 {
+            self.refresh_block_metrics();
+        }
+        Ok(report)
+    }
+
+    /// Whether a legal hold keeps this block past its retention: the tenant is held, or the block
+    /// may hold a held trace (bloom filter, so a false positive keeps a block longer, never
+    /// shorter).
+    fn block_is_held(&self, tenant: &Tenant, block: &Block) -> bool {
+        let holds = &self.inner.holds;
+        if !holds.has_any_hold(tenant.as_str()) {
+            return false;
+        }
+        holds.is_tenant_held(tenant.as_str())
+            || holds
+                .held_traces(tenant.as_str())
+                .iter()
+                .any(|id| block.may_contain(&TraceId(*id)))
+    }
+
+    /// Deletes blocks' files once readers that snapshotted them are done.
+    pub(crate) fn delete_blocks_later(&self, blocks: Vec<BlockRef>) {
+        let delay = self.inner.cfg.block_delete_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            for b in blocks {
+                if let Err(e) = block::delete_block(b.storage(), &b.meta).await {
+                    tracing::warn!(block = %b.meta.block_id, error = %e, "could not delete a block's files; the next retention pass retries");
+                }
+            }
+        });
+    }
+
     pub fn head_span_count(&self) -> usize {
         self.inner.head.span_count()
     }
 
+    /// Where new blocks are written (the bucket without tiering, local disk otherwise).
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
+    }
+
+    /// Local block storage (`data_dir/blocks`).
+    pub fn local_storage(&self) -> &Storage {
+        &self.inner.local
+    }
+
+    /// The bucket, if `s3` is configured.
+    pub fn remote_storage(&self) -> Option<&Storage> {
+        self.inner.remote.as_ref()
     }
 }
 
@@ -454,40 +877,41 @@ fn dedup_key(s: &FlatSpan) -> (Vec<u8>, Vec<u8>, u64, u64, i32, String) {
     )
 }
 
-/// Lists block directories: loads complete ones, removes interrupted writes and blocks already
-/// replaced by a compaction.
-async fn load_blocks(storage: &Storage, report: &mut OpenReport) -> Result<Vec<Block>, StoreError> {
-    let objects = storage.list_all().await?;
-    let mut dirs: HashMap<String, Vec<object_store::path::Path>> = HashMap::new();
-    for (path, _) in objects {
-        let s = path.as_ref();
-        if let Some((dir, _file)) = s.rsplit_once('/') {
-            dirs.entry(dir.to_string()).or_default().push(path.clone());
-        }
-    }
+/// Lists block directories of every tier: loads complete ones, removes interrupted writes, local
+/// copies of blocks already in the bucket (interrupted tiering) and blocks already replaced by a
+/// compaction.
+async fn load_blocks(
+    tiers: &[&Storage],
+    report: &mut OpenReport,
+) -> Result<Vec<Block>, StoreError> {
     let mut blocks = Vec::new();
-    for (dir, files) in &dirs {
-        if !dir.starts_with("tenants/") {
-            continue;
-        }
-        if !files.iter().any(|p| p.filename() == Some(META_FILE)) {
-            tracing::warn!(block = %dir, "removing an incomplete block (interrupted write)");
-            for f in files {
-                storage.delete(f).await?;
-            }
-            report.removed_incomplete_blocks += 1;
-            continue;
-        }
-        blocks.push(Block::load(storage, &object_store::path::Path::from(dir.as_str())).await?);
+    for storage in tiers {
+        blocks.extend(load_tier(storage, report).await?);
     }
-    let replaced: HashSet<String> = blocks
+    // Complete in both tiers: tiering stopped after the copy and before deleting the local one.
+    let remote: HashSet<String> = blocks
+        .iter()
+        .filter(|b| b.tier() == Tier::Remote)
+        .map(|b| b.meta.block_id.clone())
+        .collect();
+    let mut unique = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        if b.tier() == Tier::Local && remote.contains(&b.meta.block_id) {
+            tracing::info!(block = %b.meta.block_id, "removing the local copy of a block already in the bucket (interrupted tiering)");
+            block::delete_block(b.storage(), &b.meta).await?;
+            report.removed_tiered_duplicates += 1;
+        } else {
+            unique.push(b);
+        }
+    }
+    let replaced: HashSet<String> = unique
         .iter()
         .flat_map(|b| b.meta.compacted_from.iter().cloned())
         .collect();
     let mut kept = Vec::new();
-    for b in blocks {
+    for b in unique {
         if replaced.contains(&b.meta.block_id) {
-            block::delete_block(storage, &b.meta).await?;
+            block::delete_block(b.storage(), &b.meta).await?;
             report.removed_compacted_blocks += 1;
         } else {
             kept.push(b);
@@ -496,9 +920,74 @@ async fn load_blocks(storage: &Storage, report: &mut OpenReport) -> Result<Vec<B
     Ok(kept)
 }
 
+/// One tier's complete blocks; directories without `meta.json` (an interrupted write or copy) are
+/// removed.
+async fn load_tier(storage: &Storage, report: &mut OpenReport) -> Result<Vec<Block>, StoreError> {
+    let objects = storage.list_all().await?;
+    let mut dirs: HashMap<String, Vec<object_store::path::Path>> = HashMap::new();
+    for (path, _) in objects {
+        let s = path.as_ref();
+        if let Some((dir, _file)) = s.rsplit_once('/') {
+            dirs.entry(dir.to_string()).or_default().push(path.clone());
+        }
+    }
+    let mut complete = Vec::new();
+    for (dir, files) in &dirs {
+        if !dir.starts_with("tenants/") {
+            continue;
+        }
+        let (has_meta, has_key) = crate::sealed_block::listed_files(files);
+        if !has_meta {
+            tracing::warn!(block = %dir, tier = storage.tier().as_str(), "removing an incomplete block (interrupted write)");
+            for f in files {
+                storage.delete(f).await?;
+            }
+            report.removed_incomplete_blocks += 1;
+            continue;
+        }
+        complete.push((object_store::path::Path::from(dir.as_str()), has_key));
+    }
+    // Bucket round trips add up: load several at once (cached metas and blooms need none).
+    let loaded: Vec<(object_store::path::Path, Result<Block, StoreError>)> = stream::iter(complete)
+        .map(|(dir, has_key)| async move {
+            let r = Block::load_listed(storage, &dir, Some(has_key)).await;
+            (dir, r)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut blocks = Vec::with_capacity(loaded.len());
+    for (dir, r) in loaded {
+        match r {
+            Ok(b) => blocks.push(b),
+            // Crypto-shredded or retired key: report, keep the files, carry on.
+            Err(StoreError::KeyGone {
+                block,
+                tenant,
+                reason,
+            }) => {
+                tracing::warn!(block = %block, dir = %dir, tenant = %tenant, tier = storage.tier().as_str(), reason = %reason, "skipping an unreadable block: its encryption key is gone (files kept)");
+                report.unreadable_blocks += 1;
+                *report.unreadable_blocks_by_tenant.entry(tenant).or_default() += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(blocks)
+}
+
 #[async_trait::async_trait]
 impl SpanSink for Store {
-    async fn consume(&self, batch: SpanBatch) -> Result<(), SinkError> {
+    async fn consume(&self, mut batch: SpanBatch) -> Result<(), SinkError> {
+        // Spans already past the tenant's retention never enter the WAL or the head.
+        let cutoff = self.retention_cutoff(&batch.tenant);
+        let expired = retention::drop_expired(&mut batch, cutoff);
+        if expired > 0 {
+            self.inner
+                .metrics
+                .retention()
+                .refused(batch.tenant.as_str(), expired as u64);
+        }
         let n = batch.span_count();
         if n == 0 {
             return Ok(());
@@ -535,25 +1024,30 @@ fn prorated_traces(meta: &BlockMeta, start: u64, end: u64) -> u64 {
 #[async_trait::async_trait]
 impl TraceReader for Store {
     async fn trace(&self, tenant: &Tenant, id: TraceId) -> Result<Vec<FlatSpan>, StoreError> {
+        if self.is_erasing(tenant, &id) {
+            return Ok(Vec::new());
+        }
         let mut spans = self.inner.head.trace(tenant, &id);
         let blocks = self.blocks(tenant);
         // Owned futures: borrowed ones trip the compiler's Send inference inside async_trait.
-        let reads = blocks.into_iter().map(|b| {
-            let storage = self.inner.storage.clone();
-            async move { b.read_trace(&storage, &id).await }
-        });
+        let reads = blocks
+            .into_iter()
+            .map(|b| async move { b.read_trace(&id).await });
         let from_blocks: Vec<Vec<FlatSpan>> = stream::iter(reads)
             .buffer_unordered(4)
             .try_collect()
             .await?;
         spans.extend(from_blocks.into_iter().flatten());
         let mut seen = HashSet::new();
-        spans.retain(|s| seen.insert(dedup_key(s)));
+        // Expired spans stay invisible between expiry and their block's deletion.
+        let cutoff = self.visible_from(tenant, &id);
+        spans.retain(|s| s.span.start_time_unix_nano >= cutoff && seen.insert(dedup_key(s)));
         spans.sort_by_key(|s| s.span.start_time_unix_nano);
         Ok(spans)
     }
 
     async fn search(&self, tenant: &Tenant, q: &SearchQuery) -> Result<Vec<TraceHit>, StoreError> {
+        let q = &self.clamp_to_retention(tenant, q);
         let mut hits: HashMap<TraceId, u64> = self
             .inner
             .head
@@ -569,10 +1063,9 @@ impl TraceReader for Store {
         // One task per block so scans decode on every core (futures polled by one task would
         // share a thread).
         let scans = blocks.into_iter().map(|b| {
-            let storage = self.inner.storage.clone();
             let q = q.clone();
             async move {
-                tokio::spawn(async move { b.search(&storage, &q).await })
+                tokio::spawn(async move { b.search(&q).await })
                     .await
                     .map_err(|e| StoreError::Internal(format!("block search task failed: {e}")))?
             }
@@ -590,6 +1083,7 @@ impl TraceReader for Store {
         }
         let mut out: Vec<TraceHit> = hits
             .into_iter()
+            .filter(|(id, _)| !self.is_erasing(tenant, id))
             .map(|(trace_id, start_unix_nano)| TraceHit {
                 trace_id,
                 start_unix_nano,
@@ -610,6 +1104,7 @@ impl TraceReader for Store {
         start: u64,
         end: u64,
     ) -> Result<u64, StoreError> {
+        let start = start.max(self.retention_cutoff(tenant));
         let q = SearchQuery {
             start_unix_nano: Some(start),
             end_unix_nano: Some(end),
@@ -640,6 +1135,7 @@ impl TraceReader for Store {
         start: u64,
         end: u64,
     ) -> Result<Vec<DependencyLink>, StoreError> {
+        let start = start.max(self.retention_cutoff(tenant));
         // (trace, span) → service, and the parent of every span started in the window.
         let mut owner: HashMap<([u8; 16], [u8; 8]), String> = HashMap::new();
         let mut children: Vec<([u8; 16], [u8; 8], String)> = Vec::new();
@@ -681,7 +1177,7 @@ impl TraceReader for Store {
                 col::SERVICE_NAME,
                 col::START,
             ];
-            b.scan(&self.inner.storage, None, Some(&cols), |batch| {
+            b.scan(None, Some(&cols), |batch| {
                 let c = Columns::new(batch);
                 let (tr, sp, pa, sv, st) = (
                     c.fsb(col::TRACE_ID)?,
@@ -722,5 +1218,20 @@ impl TraceReader for Store {
                 call_count,
             })
             .collect())
+    }
+}
+
+/// Legal holds, in the data dir (`holds.rs`).
+pub const HOLDS_FILE: &str = "holds.json";
+
+/// A duration in whole seconds as humantime text ("14days"), for audit records.
+fn humantime_secs(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs.is_multiple_of(86_400) {
+        format!("{}d", secs / 86_400)
+    } else if secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else {
+        format!("{secs}s")
     }
 }

@@ -15,6 +15,9 @@ pub struct QueryTarget {
     /// Tenant header name.
     #[arg(long, default_value = "X-Scope-OrgID")]
     pub tenant_header: String,
+    /// Bearer token, when the query port has `auth: {bearer_tokens: ...}` or OIDC.
+    #[arg(long, env = "CLEW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(flatten)]
     pub tls: crate::tls_args::ClientTlsArgs,
 }
@@ -26,9 +29,25 @@ impl QueryTarget {
     }
 
     fn get(&self, client: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
-        let mut req = client.get(format!("{}{}", self.query.trim_end_matches('/'), path));
+        self.request(client, reqwest::Method::GET, path)
+    }
+
+    /// A request to `path` on the query API with the tenant header and the token.
+    pub fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut req = client.request(
+            method,
+            format!("{}{}", self.query.trim_end_matches('/'), path),
+        );
         if let Some(t) = &self.tenant {
             req = req.header(self.tenant_header.as_str(), t);
+        }
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
         }
         req
     }

@@ -34,6 +34,9 @@ pub struct Config {
     /// Problems worth a warning that do not stop start-up (e.g. a processor referenced nowhere).
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The file this was loaded from and the SHA-256 of its text, for the audit log.
+    #[serde(skip)]
+    pub source: Option<(PathBuf, String)>,
 }
 
 /// A configured processor.
@@ -235,6 +238,19 @@ pub struct Storage {
     pub compaction: CompactionSettings,
     /// Exports are refused (retryably) while this many spans wait to be written into blocks.
     pub max_head_spans: usize,
+    /// How long spans are kept (Tempo's `block_retention`), default 14 days; per-tenant values in
+    /// the overrides file (`limits.per_tenant_file`, key `retention`).
+    #[serde(deserialize_with = "de_duration")]
+    pub retention: Duration,
+    /// How often expired blocks are looked for and deleted (default 1m).
+    #[serde(deserialize_with = "de_duration")]
+    pub retention_interval: Duration,
+    /// Blocks in an S3-compatible bucket instead of (or, with `tiering`, after) local disk.
+    pub s3: Option<clew_store::storage::S3Config>,
+    /// With `s3`: write blocks locally and move them to the bucket once older than `after`.
+    pub tiering: Option<TieringSettings>,
+    /// Encryption at rest (envelope keys from a local keyring or AWS KMS); off when absent.
+    pub encryption: Option<clew_encryption::EncryptionConfig>,
 }
 
 impl Default for Storage {
@@ -244,8 +260,21 @@ impl Default for Storage {
             block: BlockSettings::default(),
             compaction: CompactionSettings::default(),
             max_head_spans: 4_000_000,
+            retention: clew_store::DEFAULT_RETENTION,
+            retention_interval: Duration::from_secs(60),
+            s3: None,
+            tiering: None,
+            encryption: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TieringSettings {
+    /// Age (of a block's newest span) after which it moves from local disk to the bucket.
+    #[serde(deserialize_with = "de_duration")]
+    pub after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,6 +447,8 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the config file", path.display()))?;
         let mut cfg = Self::parse(&text, &path.display().to_string())?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+        cfg.source = Some((path.to_path_buf(), hex::encode(digest.as_ref())));
         let origin = path.display().to_string();
         if let Some(rs) = cfg.remote_sampling_mut() {
             if let Some(file) = rs.source.file.clone() {
@@ -437,6 +468,16 @@ impl Config {
                 })?;
                 rs.strategies = Some(f);
                 rs.strategies_path = Some(full);
+            }
+        }
+        if let Some(local) = cfg
+            .storage
+            .encryption
+            .as_mut()
+            .and_then(|e| e.local.as_mut())
+        {
+            if local.keyring.is_relative() {
+                local.keyring = path.parent().unwrap_or(Path::new(".")).join(&local.keyring);
             }
         }
         if let Some(limits) = &mut cfg.limits {
@@ -728,6 +769,28 @@ impl Config {
         if self.storage.max_head_spans < self.storage.block.max_spans {
             bail!("key `storage.max_head_spans`: must be at least storage.block.max_spans (fix: e.g. 8 × max_spans)");
         }
+        if self.storage.retention < Duration::from_secs(3600) {
+            bail!("key `storage.retention`: must be at least 1h (fix: e.g. \"14d\" or \"720h\")");
+        }
+        if self.storage.retention_interval.is_zero() {
+            bail!("key `storage.retention_interval`: must be longer than 0s (fix: e.g. \"1m\")");
+        }
+        if self.storage.tiering.is_some() && self.storage.s3.is_none() {
+            bail!("key `storage.tiering`: tiering moves blocks to a bucket, and `storage.s3` is not set (fix: add `storage.s3` with `bucket`, or remove `storage.tiering`)");
+        }
+        if let Some(e) = &self.storage.encryption {
+            use clew_encryption::ProviderKind;
+            match (e.provider, &e.local, &e.aws_kms) {
+                (ProviderKind::Local, None, _) => bail!("key `storage.encryption.local.keyring`: required with `provider: local` (fix: the keyring file `clew keys init --keyring PATH` creates)"),
+                (ProviderKind::AwsKms, _, None) => bail!("key `storage.encryption.aws_kms`: required with `provider: aws_kms` (fix: at least `key_id: alias/NAME`)"),
+                _ => {}
+            }
+        }
+        if let Some(s3) = &self.storage.s3 {
+            if s3.bucket.trim().is_empty() {
+                bail!("key `storage.s3.bucket`: must not be empty (fix: the bucket's name, e.g. `clew-traces`)");
+            }
+        }
         if self.storage.path.as_os_str().is_empty() {
             bail!("key `storage.path`: must not be empty (fix: e.g. ./clew-data)");
         }
@@ -913,12 +976,65 @@ impl Config {
         out
     }
 
+    /// What the audit log records when this configuration is loaded: where it came from (file and
+    /// SHA-256) and the settings that govern data (retention, object storage, encryption,
+    /// authentication per listener) — never a secret.
+    pub fn audit_summary(&self) -> serde_json::Value {
+        let listeners: Vec<serde_json::Value> = self
+            .listeners()
+            .iter()
+            .map(|l| {
+                let auth = self.listener_auth(l.key).map(|a| {
+                    [
+                        ("bearer_tokens", a.bearer_tokens.is_some()),
+                        ("mtls", a.mtls.is_some()),
+                        ("oidc", a.oidc.is_some()),
+                        ("proxy_header", a.proxy_header.is_some()),
+                    ]
+                    .into_iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(k, _)| k)
+                    .collect::<Vec<_>>()
+                });
+                serde_json::json!({
+                    "key": l.key,
+                    "endpoint": l.addr.to_string(),
+                    "tls": l.tls.is_some(),
+                    "auth": auth,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "file": self.source.as_ref().map(|(p, _)| p.display().to_string()),
+            "sha256": self.source.as_ref().map(|(_, h)| h.clone()),
+            "data_dir": self.storage.path.display().to_string(),
+            "retention_seconds": self.storage.retention.as_secs(),
+            "per_tenant_file": self.limits.as_ref().and_then(|l| l.per_tenant_file.as_ref()).map(|p| p.display().to_string()),
+            "s3_bucket": self.storage.s3.as_ref().map(|s| s.bucket.clone()),
+            "tiering_after_seconds": self.storage.tiering.as_ref().map(|t| t.after.as_secs()),
+            "encryption": self.storage.encryption.as_ref().map(|e| serde_json::json!({
+                "provider": e.provider,
+                "keyring": e.local.as_ref().map(|l| l.keyring.display().to_string()),
+                "kms_key_id": e.aws_kms.as_ref().map(|k| k.key_id.clone()),
+            })),
+            "listeners": listeners,
+        })
+    }
+
     pub fn store_config(&self) -> clew_store::StoreConfig {
         let mut c = clew_store::StoreConfig::new(&self.storage.path);
         c.flush_max_spans = self.storage.block.max_spans;
         c.flush_max_age = self.storage.block.max_age;
         c.rows_per_row_group = self.storage.block.row_group_rows;
         c.max_head_spans = self.storage.max_head_spans;
+        c.retention = self.storage.retention;
+        c.retention_interval = self.storage.retention_interval;
+        c.s3 = self.storage.s3.clone();
+        c.tiering = self
+            .storage
+            .tiering
+            .as_ref()
+            .map(|t| clew_store::storage::TieringConfig { after: t.after });
         let k = &self.storage.compaction;
         c.compaction = clew_store::CompactionConfig {
             enabled: k.enabled,

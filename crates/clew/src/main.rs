@@ -1,10 +1,14 @@
 //! `clew`: the binary. Thin glue: parses the command line and config, wires receivers → pipeline →
 //! store → query (`serve`), and runs the CLI subcommands.
 
+mod admin;
+mod admin_cli;
+mod audit_cli;
 mod cli;
 mod config;
 mod demo;
 mod doctor_cli;
+mod keys_cli;
 mod processors;
 mod serve;
 mod tls_args;
@@ -39,6 +43,14 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Bearer tokens for `auth: {bearer_tokens: ...}`: `new --tenant T`, `hash`.
     Token(token_cli::TokenArgs),
+    /// Erase traces of a tenant everywhere (head, WAL, blocks, bucket) on a running Clew.
+    Erase(admin_cli::EraseArgs),
+    /// Legal holds on a running Clew: exempt a tenant or a trace from retention and erasure.
+    Hold(admin_cli::HoldArgs),
+    /// Keys of encryption at rest: `init`, `list`, `rotate`, `retire`, `destroy`.
+    Keys(keys_cli::KeysArgs),
+    /// Check (`verify`) or read (`show`) the hash-chained audit log.
+    Audit(audit_cli::AuditArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -154,6 +166,10 @@ fn main() -> anyhow::Result<()> {
                 demo::run(args).await
             }
             Command::Token(args) => token_cli::run(args),
+            Command::Erase(args) => admin_cli::erase(args).await,
+            Command::Hold(args) => admin_cli::hold(args).await,
+            Command::Audit(args) => audit_cli::run(args),
+            Command::Keys(args) => keys_cli::run(args).await,
             Command::Config {
                 command: ConfigCommand::Check { file },
             } => {

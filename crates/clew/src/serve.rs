@@ -95,7 +95,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         limiter
     });
 
-    let store_cfg = cfg.store_config();
+    // The audit log: configuration, retention deletions, erasures, holds, key rotations.
+    let audit_path = cfg.storage.path.join("audit").join("audit.log");
+    let audit = Arc::new(
+        clew_audit::AuditLog::open(&audit_path)
+            .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?,
+    );
+    audit
+        .append(
+            clew_audit::Event::new(clew_audit::actions::CONFIG_LOADED)
+                .with_actor(Some("system".into()))
+                .with_details(cfg.audit_summary()),
+        )
+        .context("cannot write the audit log")?;
+    let mut store_cfg = cfg.store_config();
+    store_cfg.events = Some(Arc::new(crate::admin::AuditEvents(audit.clone())));
+    let keys = match &cfg.storage.encryption {
+        Some(e) => Some(open_keys(e, &mut registry).await?),
+        None => None,
+    };
+    store_cfg.keys = keys.as_ref().map(|k| k.manager.clone());
+    // Per-tenant retention comes from the same live-reloaded overrides file as the limits.
+    store_cfg.retention_policy = limiter.as_ref().map(|l| {
+        Arc::new(OverridesRetention(l.clone())) as Arc<dyn clew_store::RetentionPolicy>
+    });
     let (store, report) = Store::open(store_cfg.clone(), store_metrics)
         .await
         .with_context(|| format!("cannot open the store in {}", store_cfg.data_dir.display()))?;
@@ -262,6 +285,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .merge(clew_doctor::router(reader, &cfg.tenancy.header))
         .merge(clew_doctor::metrics_router(&cfg.tenancy.header))
         .merge(ops_router(registry))
+        .merge(crate::admin::router(crate::admin::AdminState {
+            store: store.clone(),
+            audit: audit.clone(),
+            keys: keys.clone(),
+            tenant_header: Arc::from(cfg.tenancy.header.as_str()),
+        }))
         .merge(clew_ui::router());
     let app = match &remote {
         Some((_, source, _)) => app.merge(sampling_router(
@@ -432,4 +461,80 @@ fn ops_router(registry: Arc<Registry>) -> Router {
                 }
             }),
         )
+}
+
+/// Retention per tenant from the overrides file (`retention:` under a tenant).
+#[derive(Debug)]
+struct OverridesRetention(Arc<clew_security::limits::Limiter>);
+
+impl clew_store::RetentionPolicy for OverridesRetention {
+    fn retention(&self, tenant: &str) -> Option<std::time::Duration> {
+        self.0.retention_for(tenant)
+    }
+}
+
+/// Encryption at rest as configured: the key manager the store uses, and the local keyring when
+/// that is the provider (the admin API rotates it).
+#[derive(Clone)]
+pub struct Keys {
+    pub manager: Arc<clew_encryption::KeyManager>,
+    pub keyring: Option<Arc<clew_encryption::local::Keyring>>,
+}
+
+/// Opens the key provider and checks it can serve keys now — keyring readable and private, KMS
+/// reachable with valid credentials and an enabled key — so a problem is a start-up error naming
+/// the setting, not a failed flush later.
+async fn open_keys(
+    e: &clew_encryption::EncryptionConfig,
+    registry: &mut Registry,
+) -> anyhow::Result<Keys> {
+    use clew_encryption::{KeyError, KeyProvider, ProviderKind};
+    let (provider, keyring): (Arc<dyn KeyProvider>, _) = match (e.provider, &e.local) {
+        (ProviderKind::Local, Some(l)) => {
+            if !l.keyring.exists() {
+                anyhow::bail!(
+                    "key `storage.encryption.local.keyring`: {} does not exist (fix: create it with `clew keys init --keyring {}`, and keep it private and backed up: without it the data cannot be read)",
+                    l.keyring.display(),
+                    l.keyring.display()
+                );
+            }
+            let k = Arc::new(clew_encryption::local::Keyring::open(&l.keyring).map_err(
+                |err| anyhow::anyhow!("key `storage.encryption.local.keyring`: {err}"),
+            )?);
+            (k.clone() as Arc<dyn KeyProvider>, Some(k))
+        }
+        _ => (
+            e.build()
+                .map_err(|err| anyhow::anyhow!("{}", config_error(&err)))?,
+            None,
+        ),
+    };
+    let manager = Arc::new(clew_encryption::KeyManager::new(provider));
+    if let Err(err) = manager.check().await {
+        let key = match (&err, e.provider) {
+            (KeyError::Unavailable { .. }, ProviderKind::AwsKms) => "storage.encryption.aws_kms.endpoint",
+            (KeyError::AccessDenied { .. }, _) => "storage.encryption.aws_kms (credentials)",
+            (KeyError::KeyGone { .. }, ProviderKind::AwsKms) => "storage.encryption.aws_kms.key_id",
+            (_, ProviderKind::Local) => "storage.encryption.local.keyring",
+            _ => "storage.encryption",
+        };
+        let fix = match &err {
+            KeyError::Unavailable { .. } => "fix: check the endpoint and the network; Clew refuses to start rather than write plaintext",
+            KeyError::AccessDenied { .. } => "fix: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE to credentials allowed kms:GenerateDataKey and kms:Decrypt on the key",
+            KeyError::KeyGone { .. } => "fix: enable the key, or point key_id at an enabled key",
+            _ => "fix: see docs/encryption-at-rest.md",
+        };
+        anyhow::bail!("key `{key}`: the key provider is not usable: {err} ({fix})");
+    }
+    manager.register(registry);
+    tracing::info!(provider = ?e.provider, "encryption at rest on");
+    Ok(Keys { manager, keyring })
+}
+
+/// A provider construction error as `storage.encryption...: message (fix: ...)`.
+fn config_error(e: &clew_encryption::KeyError) -> String {
+    match e {
+        clew_encryption::KeyError::Config(m) => format!("storage.{m}"),
+        other => format!("storage.encryption: {other}"),
+    }
 }

@@ -43,8 +43,13 @@ impl Server {
     /// A server that exits at once because another process took one of its free ports between
     /// our probe and its bind (tests run in parallel) is started again on new ports.
     pub fn start_with(data: &Path, config: Option<&Path>) -> Self {
+        Self::start_with_env(data, config, &[])
+    }
+
+    /// [`Server::start_with`] with extra environment variables for the server process.
+    pub fn start_with_env(data: &Path, config: Option<&Path>, envs: &[(&str, &str)]) -> Self {
         for _ in 0..3 {
-            if let Some(s) = Self::try_start(data, config) {
+            if let Some(s) = Self::try_start(data, config, envs) {
                 return s;
             }
         }
@@ -55,7 +60,7 @@ impl Server {
     }
 
     /// `None` when the server exited during start-up on a port already in use.
-    fn try_start(data: &Path, config: Option<&Path>) -> Option<Self> {
+    fn try_start(data: &Path, config: Option<&Path>, envs: &[(&str, &str)]) -> Option<Self> {
         let (g, h, z, q, sp) = (
             free_port(),
             free_port(),
@@ -69,7 +74,7 @@ impl Server {
             .open(data.with_extension("log"))
             .unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve");
+        cmd.arg("serve").envs(envs.iter().copied());
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }

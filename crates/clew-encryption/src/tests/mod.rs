@@ -1,0 +1,4 @@
+mod kms;
+mod local;
+mod manager;
+mod sealed;
