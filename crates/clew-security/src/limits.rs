@@ -154,7 +154,11 @@ pub struct TenantLimitsSpec {
     pub max_bytes_per_trace: Option<Setting>,
     /// How long the tenant's spans are kept (e.g. "30d"), over `storage.retention`. Not a limit
     /// enforced here: the store reads it ([`Limiter::retention_for`]). Tempo's name is accepted.
-    #[serde(default, alias = "block_retention", deserialize_with = "de_opt_duration")]
+    #[serde(
+        default,
+        alias = "block_retention",
+        deserialize_with = "de_opt_duration"
+    )]
     pub retention: Option<Duration>,
 }
 
@@ -206,7 +210,10 @@ impl TenantLimitsSpec {
     /// Checks the values this spec sets, and that a burst it sets has a rate in `merged` (the
     /// spec as it applies). `prefix` is the key path of this spec in its file.
     fn check(&self, merged: &TenantLimitsSpec, prefix: &str) -> Result<(), String> {
-        if self.retention.is_some_and(|r| r < Duration::from_secs(3600)) {
+        if self
+            .retention
+            .is_some_and(|r| r < Duration::from_secs(3600))
+        {
             return Err(format!(
                 "key `{prefix}.retention`: must be at least 1h (fix: e.g. \"30d\"; remove the key for storage.retention)"
             ));

@@ -1,13 +1,14 @@
 //! Immutable blocks: `tenants/{tenant}/{day}/{block_id}/` holding `data.parquet` (one row per span,
 //! sorted by trace id), `bloom.bin` (trace-id bloom filter) and `meta.json`, written last: a block
-//! directory without `meta.json` is an interrupted write and is removed at start-up.
+//! directory without `meta.json` is an interrupted write and is removed at start-up. With
+//! encryption at rest a `key.json` comes first and the three files are sealed (`sealed_block.rs`).
 
 use crate::bloom::Bloom;
 use crate::column_filter::{self, ColumnQuery};
 use crate::file_reader::BlockFileReader;
-use crate::sealed_block::{self, BlockKey, SealedFileReader};
 use crate::matcher::{self, SpanView};
 use crate::schema::{self, col, AttrList, Columns, DecodeCache, DedicatedType, DEDICATED};
+use crate::sealed_block::{self, BlockKey, SealedFileReader};
 use crate::storage::Storage;
 use crate::{SearchQuery, StoreError};
 use arrow_array::{

@@ -55,7 +55,9 @@ pub struct EraseReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EraseError {
-    #[error("tenant {0} is under legal hold: nothing of it may be erased until the hold is released")]
+    #[error(
+        "tenant {0} is under legal hold: nothing of it may be erased until the hold is released"
+    )]
     TenantHeld(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -83,7 +85,9 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
@@ -159,7 +163,8 @@ impl Store {
             requested_unix_nano: self.inner.cfg.clock.now_unix_nano(),
         };
         let path = self.erase_dir().join(format!("{}.json", journal.id));
-        let bytes = serde_json::to_vec_pretty(&journal).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(&journal).map_err(|e| StoreError::Internal(e.to_string()))?;
         write_durably(&path, &bytes)?;
         self.inner
             .erasing
@@ -269,9 +274,7 @@ impl Store {
                     block::COMPACTED_ZSTD_LEVEL,
                 )?;
                 w.push_sorted(&sorted)?;
-                let nb = w
-                    .finish(b.storage(), vec![b.meta.block_id.clone()])
-                    .await?;
+                let nb = w.finish(b.storage(), vec![b.meta.block_id.clone()]).await?;
                 nb.preload().await?;
                 Some(Arc::new(nb))
             };
@@ -358,7 +361,9 @@ impl Store {
                         store.forget_tombstones(&tenant, &ids);
                         store.record_erase(&tenant, &report, j.actor.as_deref());
                     }
-                    Err(e) => tracing::error!(tenant = %tenant, id = %j.id, error = %e, "resumed erase failed; its traces stay hidden and it runs again at the next start"),
+                    Err(e) => {
+                        tracing::error!(tenant = %tenant, id = %j.id, error = %e, "resumed erase failed; its traces stay hidden and it runs again at the next start")
+                    }
                 }
             });
         }

@@ -11,8 +11,8 @@
 pub mod api;
 
 pub use api::{DependencyLink, Operation, SearchQuery, TraceHit, TraceReader};
-pub use metrics::StoreMetrics;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use metrics::StoreMetrics;
 pub use retention::{RetentionPolicy, DEFAULT_RETENTION};
 pub use sealed_block::RewrapReport;
 pub use store::{CompactionConfig, OpenReport, Store, StoreConfig};
@@ -42,7 +42,9 @@ pub enum StoreError {
     KeyUnavailable(String),
     /// A block's data key cannot be unwrapped because its key-encryption key is gone (a retired
     /// version or a crypto-shredded tenant): the block is unreadable for good.
-    #[error("block {block} of tenant {tenant:?} is unreadable: its encryption key is gone ({reason})")]
+    #[error(
+        "block {block} of tenant {tenant:?} is unreadable: its encryption key is gone ({reason})"
+    )]
     KeyGone {
         block: String,
         tenant: String,
@@ -66,8 +68,8 @@ pub mod file_reader;
 pub mod head;
 pub mod holds;
 pub mod matcher;
-pub mod retention;
 pub mod metrics;
+pub mod retention;
 pub mod schema;
 pub mod sealed_block;
 pub mod storage;

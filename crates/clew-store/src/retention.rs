@@ -79,7 +79,9 @@ impl RetentionMetrics {
     }
 
     pub fn refused(&self, tenant: &str, spans: u64) {
-        self.refused_spans.get_or_create(&label(tenant)).inc_by(spans);
+        self.refused_spans
+            .get_or_create(&label(tenant))
+            .inc_by(spans);
     }
 }
 

@@ -5,10 +5,10 @@ use crate::api::{DependencyLink, Operation, SearchQuery, TraceHit, TraceReader};
 use crate::block::{self, Block, BlockMeta, BlockRef, META_FILE};
 use crate::catalog::Catalog;
 use crate::clock::{Clock, SystemClock};
-use crate::retention::{self, RetentionPolicy, RetentionReport, StoreEvents};
 use crate::head::Head;
 use crate::holds::Holds;
 use crate::metrics::StoreMetrics;
+use crate::retention::{self, RetentionPolicy, RetentionReport, StoreEvents};
 use crate::storage::{Storage, Tier};
 use crate::wal::{ReplayReport, Sealed, Wal};
 use crate::StoreError;
@@ -264,7 +264,10 @@ impl Store {
         };
         let resumed = store.resume_erasures()?;
         if resumed > 0 {
-            tracing::warn!(erasures = resumed, "found interrupted erasures; their traces are hidden and the erase runs again");
+            tracing::warn!(
+                erasures = resumed,
+                "found interrupted erasures; their traces are hidden and the erase runs again"
+            );
         }
         store.refresh_block_metrics();
         for (tenant, n) in &report.unreadable_blocks_by_tenant {
@@ -789,10 +792,11 @@ impl Store {
                 report.deleted_blocks += 1;
                 report.deleted_bytes += m.size_bytes;
                 report.deleted_spans += m.span_count;
-                self.inner
-                    .metrics
-                    .retention()
-                    .block_deleted(tenant.as_str(), m.size_bytes, m.span_count);
+                self.inner.metrics.retention().block_deleted(
+                    tenant.as_str(),
+                    m.size_bytes,
+                    m.span_count,
+                );
                 tracing::info!(tenant = %tenant, block = %m.block_id, day = %m.day, spans = m.span_count, bytes = m.size_bytes, "retention: block expired");
                 if let Some(events) = &self.inner.cfg.events {
                     events.record(
@@ -968,7 +972,10 @@ async fn load_tier(storage: &Storage, report: &mut OpenReport) -> Result<Vec<Blo
             }) => {
                 tracing::warn!(block = %block, dir = %dir, tenant = %tenant, tier = storage.tier().as_str(), reason = %reason, "skipping an unreadable block: its encryption key is gone (files kept)");
                 report.unreadable_blocks += 1;
-                *report.unreadable_blocks_by_tenant.entry(tenant).or_default() += 1;
+                *report
+                    .unreadable_blocks_by_tenant
+                    .entry(tenant)
+                    .or_default() += 1;
             }
             Err(e) => return Err(e),
         }

@@ -159,7 +159,11 @@ async fn check_reads(store: &Store, tenant: &str, traces: std::ops::Range<u32>) 
         limit: 100_000,
         ..Default::default()
     };
-    assert_eq!(store.search(&tn, &q).await.unwrap().len(), n, "column search");
+    assert_eq!(
+        store.search(&tn, &q).await.unwrap().len(),
+        n,
+        "column search"
+    );
     // A generic attribute: the row matcher.
     let q = SearchQuery {
         attributes: vec![("user.tag".into(), format!("tag-{MARKER}"))],
@@ -272,7 +276,12 @@ async fn sealed_blocks_hold_no_plaintext_and_read_back() {
         assert_eq!(blocks.len(), 1);
         let b = &blocks[0];
         assert!(b.key().is_some());
-        assert!(b.meta.encryption_key_id.as_deref().unwrap().starts_with("local:"));
+        assert!(b
+            .meta
+            .encryption_key_id
+            .as_deref()
+            .unwrap()
+            .starts_with("local:"));
         // Several sealed chunks: ranged reads map into the middle of the file.
         assert!(b.meta.size_bytes > 3 * clew_encryption::sealed::CHUNK_SIZE);
         assert!(b.meta.row_groups.len() > 5);
@@ -473,8 +482,11 @@ async fn sealed_blocks_without_keys_are_a_clear_error() {
 async fn kms_round_trip_and_outage_never_writes_plaintext() {
     let moto = Moto::start();
     let key_id = moto.create_kms_key("clew block test").await;
-    let kms_keys =
-        || Arc::new(KeyManager::new(Arc::new(moto.kms_provider(moto.kms_config(&key_id)))));
+    let kms_keys = || {
+        Arc::new(KeyManager::new(Arc::new(
+            moto.kms_provider(moto.kms_config(&key_id)),
+        )))
+    };
     let dir = tempfile::tempdir().unwrap();
     {
         let (store, _) = open(dir.path(), Some(kms_keys())).await;

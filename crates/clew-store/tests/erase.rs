@@ -121,32 +121,56 @@ async fn erase_by_trace_id_and_by_query_removes_from_head_wal_and_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), Duration::ZERO).await;
     // Block 1: traces 1 (alice), 2 (bob). Block 2: trace 3 (alice) only. Head: trace 4 (alice), 5.
-    store.consume(trace(1, "alice", "MARKER-ONE")).await.unwrap();
+    store
+        .consume(trace(1, "alice", "MARKER-ONE"))
+        .await
+        .unwrap();
     store.consume(trace(2, "bob", "keep-two")).await.unwrap();
     store.flush().await.unwrap();
-    store.consume(trace(3, "alice", "MARKER-THREE")).await.unwrap();
+    store
+        .consume(trace(3, "alice", "MARKER-THREE"))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
-    store.consume(trace(4, "alice", "MARKER-FOUR")).await.unwrap();
+    store
+        .consume(trace(4, "alice", "MARKER-FOUR"))
+        .await
+        .unwrap();
     store.consume(trace(5, "carol", "keep-five")).await.unwrap();
     // The plaintext store does hold the markers (so the scans below can fail).
     assert!(!files_contain(dir.path(), b"MARKER-ONE").is_empty());
-    assert!(!files_contain(dir.path(), b"MARKER-FOUR").is_empty(), "in the WAL");
+    assert!(
+        !files_contain(dir.path(), b"MARKER-FOUR").is_empty(),
+        "in the WAL"
+    );
 
     let r = store
         .erase(&acme(), EraseTarget::Traces(vec![TraceId([5; 16])]), None)
         .await
         .unwrap();
-    assert_eq!((r.traces, r.head_spans), (1, 3), "from the head (and its WAL segment)");
+    assert_eq!(
+        (r.traces, r.head_spans),
+        (1, 3),
+        "from the head (and its WAL segment)"
+    );
     store.consume(trace(5, "carol", "keep-five")).await.unwrap();
     let r = store
-        .erase(&acme(), EraseTarget::Traces(vec![TraceId([1; 16])]), Some("token:dpo"))
+        .erase(
+            &acme(),
+            EraseTarget::Traces(vec![TraceId([1; 16])]),
+            Some("token:dpo"),
+        )
         .await
         .unwrap();
     assert_eq!((r.traces, r.block_spans, r.head_spans), (1, 3, 0));
 
     assert_eq!((r.blocks_rewritten, r.blocks_deleted), (1, 0));
     assert_eq!(spans(&store, 1).await, 0);
-    assert_eq!(spans(&store, 2).await, 3, "its block-mate survives the rewrite");
+    assert_eq!(
+        spans(&store, 2).await,
+        3,
+        "its block-mate survives the rewrite"
+    );
 
     let r = store
         .erase(
@@ -162,7 +186,10 @@ async fn erase_by_trace_id_and_by_query_removes_from_head_wal_and_blocks() {
     // The first erase flushed the head, so trace 4 is in a block by now too.
     assert_eq!(r.traces, 2);
     assert_eq!(r.block_spans + r.head_spans, 6);
-    assert_eq!(r.blocks_deleted, 2, "the blocks of trace 3 and of trace 4 held only alice's traces");
+    assert_eq!(
+        r.blocks_deleted, 2,
+        "the blocks of trace 3 and of trace 4 held only alice's traces"
+    );
     assert_eq!(user_hits(&store, "alice").await, 0);
     for id in [1, 3, 4] {
         assert_eq!(spans(&store, id).await, 0);
@@ -182,7 +209,13 @@ async fn erase_by_trace_id_and_by_query_removes_from_head_wal_and_blocks() {
     assert_eq!(user_hits(&store, "alice").await, 0);
     assert_eq!(spans(&store, 2).await, 3);
     assert_eq!(spans(&store, 5).await, 3);
-    assert!(!dir.path().join("erase").exists() || std::fs::read_dir(dir.path().join("erase")).unwrap().next().is_none());
+    assert!(
+        !dir.path().join("erase").exists()
+            || std::fs::read_dir(dir.path().join("erase"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
 }
 
 #[tokio::test]
@@ -233,12 +266,18 @@ async fn a_crash_after_the_new_block_leaves_only_the_new_block_live() {
         .erase(&acme(), EraseTarget::Traces(vec![TraceId([1; 16])]), None)
         .await
         .unwrap();
-    assert!(!files_contain(dir.path(), b"MARKER-A").is_empty(), "old block still on disk");
+    assert!(
+        !files_contain(dir.path(), b"MARKER-A").is_empty(),
+        "old block still on disk"
+    );
     drop(store); // kill -9 before the delayed delete
     let store = open(dir.path(), Duration::from_secs(3600)).await;
     assert_eq!(spans(&store, 1).await, 0);
     assert_eq!(spans(&store, 2).await, 3);
-    assert!(files_contain(dir.path(), b"MARKER-A").is_empty(), "start-up removed the replaced block");
+    assert!(
+        files_contain(dir.path(), b"MARKER-A").is_empty(),
+        "start-up removed the replaced block"
+    );
 }
 
 #[tokio::test]

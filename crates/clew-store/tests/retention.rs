@@ -131,7 +131,10 @@ async fn found(store: &Store, tenant: &str, id: u8) -> (usize, usize) {
         )
         .await
         .unwrap();
-    let hit = hits.iter().filter(|h| h.trace_id == TraceId([id; 16])).count();
+    let hit = hits
+        .iter()
+        .filter(|h| h.trace_id == TraceId([id; 16]))
+        .count();
     (spans.len(), hit)
 }
 
@@ -155,7 +158,11 @@ async fn spans_older_than_retention_are_refused_at_ingest() {
     store.consume(trace("a", 2, NOW - 2 * DAY)).await.unwrap();
     assert_eq!(found(&store, "a", 1).await, (0, 0), "5 days old: refused");
     assert_eq!(found(&store, "a", 2).await, (2, 1));
-    assert_eq!(store.head_span_count(), 2, "the head never held the expired spans");
+    assert_eq!(
+        store.head_span_count(),
+        2,
+        "the head never held the expired spans"
+    );
     assert_eq!(f.metric("clew_retention_refused_spans_total", "a"), 2.0);
     // Nor did the WAL: a restart replays only the accepted trace.
     drop(store);
@@ -170,9 +177,16 @@ async fn expired_blocks_are_hidden_then_deleted_whole() {
     let store = f.open(dir.path()).await;
     // Two UTC days: 2 days ago and today.
     store.consume(trace("a", 1, NOW - 2 * DAY)).await.unwrap();
-    store.consume(trace("a", 2, NOW - 3_600_000_000_000)).await.unwrap();
+    store
+        .consume(trace("a", 2, NOW - 3_600_000_000_000))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
-    assert_eq!(block_dirs(dir.path(), "a"), 2, "one block per tenant and day");
+    assert_eq!(
+        block_dirs(dir.path(), "a"),
+        2,
+        "one block per tenant and day"
+    );
     assert_eq!(store.apply_retention().await.unwrap().deleted_blocks, 0);
 
     // 1.5 days later the first trace is 3.5 days old: past the 3-day retention. Before any
@@ -180,7 +194,10 @@ async fn expired_blocks_are_hidden_then_deleted_whole() {
     f.clock.advance(Duration::from_secs(36 * 3600));
     assert_eq!(found(&store, "a", 1).await, (0, 0));
     assert_eq!(found(&store, "a", 2).await, (2, 1));
-    let count = store.estimate_trace_count(&t("a"), 0, u64::MAX).await.unwrap();
+    let count = store
+        .estimate_trace_count(&t("a"), 0, u64::MAX)
+        .await
+        .unwrap();
     assert_eq!(count, 1, "estimates skip expired data too");
     assert_eq!(block_dirs(dir.path(), "a"), 2, "not deleted yet");
 
@@ -221,8 +238,14 @@ async fn per_tenant_overrides_apply_as_they_change() {
     let dir = tempfile::tempdir().unwrap();
     let f = fixture();
     let store = f.open(dir.path()).await;
-    store.consume(trace("short", 1, NOW - 2 * DAY)).await.unwrap();
-    store.consume(trace("long", 1, NOW - 2 * DAY)).await.unwrap();
+    store
+        .consume(trace("short", 1, NOW - 2 * DAY))
+        .await
+        .unwrap();
+    store
+        .consume(trace("long", 1, NOW - 2 * DAY))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     assert_eq!(found(&store, "short", 1).await, (2, 1));
 
@@ -259,9 +282,17 @@ async fn spans_that_expire_in_the_head_are_hidden_and_never_written() {
         .unwrap();
     assert_eq!(found(&store, "a", 1).await, (2, 1));
     f.clock.advance(Duration::from_secs(2 * 3600));
-    assert_eq!(found(&store, "a", 1).await, (0, 0), "expired while in the head");
+    assert_eq!(
+        found(&store, "a", 1).await,
+        (0, 0),
+        "expired while in the head"
+    );
     store.flush().await.unwrap();
-    assert_eq!(block_dirs(dir.path(), "a"), 0, "no block holds expired spans");
+    assert_eq!(
+        block_dirs(dir.path(), "a"),
+        0,
+        "no block holds expired spans"
+    );
     assert_eq!(store.head_span_count(), 0);
 }
 
@@ -276,10 +307,18 @@ async fn a_crash_before_the_files_are_deleted_is_finished_by_the_next_pass() {
     store.flush().await.unwrap();
     f.clock.advance(Duration::from_secs(2 * 86_400));
     assert_eq!(store.apply_retention().await.unwrap().deleted_blocks, 1);
-    assert_eq!(block_dirs(dir.path(), "a"), 1, "files still there: the delay has not passed");
+    assert_eq!(
+        block_dirs(dir.path(), "a"),
+        1,
+        "files still there: the delay has not passed"
+    );
     drop(store); // "crash"
     let store = f.open(dir.path()).await;
-    assert_eq!(found(&store, "a", 1).await, (0, 0), "hidden from the first query on");
+    assert_eq!(
+        found(&store, "a", 1).await,
+        (0, 0),
+        "hidden from the first query on"
+    );
     assert_eq!(store.apply_retention().await.unwrap().deleted_blocks, 1);
     for _ in 0..100 {
         if block_dirs(dir.path(), "a") == 0 {
@@ -297,7 +336,10 @@ async fn legal_holds_exempt_traces_and_tenants_until_released() {
     let store = f.open(dir.path()).await;
     // Trace 1 and 2 on one day (one block), trace 3 on another day.
     store.consume(trace("a", 1, NOW - 2 * DAY)).await.unwrap();
-    store.consume(trace("a", 2, NOW - 2 * DAY + 1000)).await.unwrap();
+    store
+        .consume(trace("a", 2, NOW - 2 * DAY + 1000))
+        .await
+        .unwrap();
     store.consume(trace("a", 3, NOW - DAY)).await.unwrap();
     store.consume(trace("b", 4, NOW - 2 * DAY)).await.unwrap();
     store.flush().await.unwrap();

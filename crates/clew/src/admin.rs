@@ -47,6 +47,7 @@ pub fn router(state: AdminState) -> Router {
             put(hold_trace).delete(release_trace),
         )
         .route("/api/admin/erase", post(erase))
+        .route("/api/admin/keys/rotate", post(rotate_keys))
         .with_state(state)
 }
 
@@ -79,7 +80,13 @@ fn trace_id(hex_id: &str) -> Result<TraceId, Response> {
     })
 }
 
-fn audit(state: &AdminState, action: &str, tenant: &Tenant, caller: &Caller, details: serde_json::Value) {
+fn audit(
+    state: &AdminState,
+    action: &str,
+    tenant: &Tenant,
+    caller: &Caller,
+    details: serde_json::Value,
+) {
     let event = Event::new(action)
         .with_actor(actor(caller))
         .with_tenant(Some(tenant.to_string()))
@@ -151,19 +158,35 @@ async fn hold_tenant(
         .holds()
         .hold_tenant(t.as_str(), &reason, actor(&caller).as_deref());
     if matches!(r, Ok(true)) {
-        audit(&s, actions::HOLD_ADD, &t, &caller, serde_json::json!({"scope": "tenant", "reason": reason}));
+        audit(
+            &s,
+            actions::HOLD_ADD,
+            &t,
+            &caller,
+            serde_json::json!({"scope": "tenant", "reason": reason}),
+        );
     }
     hold_result(r)
 }
 
-async fn release_tenant(State(s): State<AdminState>, caller: Caller, headers: HeaderMap) -> Response {
+async fn release_tenant(
+    State(s): State<AdminState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Response {
     let t = match tenant(&s, &headers) {
         Ok(t) => t,
         Err(r) => return r,
     };
     let r = s.store.holds().release_tenant(t.as_str());
     if matches!(r, Ok(true)) {
-        audit(&s, actions::HOLD_RELEASE, &t, &caller, serde_json::json!({"scope": "tenant"}));
+        audit(
+            &s,
+            actions::HOLD_RELEASE,
+            &t,
+            &caller,
+            serde_json::json!({"scope": "tenant"}),
+        );
     }
     hold_result(r)
 }
@@ -185,7 +208,13 @@ async fn hold_trace(
         .holds()
         .hold_trace(t.as_str(), &id.0, &reason, actor(&caller).as_deref());
     if matches!(r, Ok(true)) {
-        audit(&s, actions::HOLD_ADD, &t, &caller, serde_json::json!({"scope": "trace", "trace_id": hex::encode(id.0), "reason": reason}));
+        audit(
+            &s,
+            actions::HOLD_ADD,
+            &t,
+            &caller,
+            serde_json::json!({"scope": "trace", "trace_id": hex::encode(id.0), "reason": reason}),
+        );
     }
     hold_result(r)
 }
@@ -202,7 +231,13 @@ async fn release_trace(
     };
     let r = s.store.holds().release_trace(t.as_str(), &id.0);
     if matches!(r, Ok(true)) {
-        audit(&s, actions::HOLD_RELEASE, &t, &caller, serde_json::json!({"scope": "trace", "trace_id": hex::encode(id.0)}));
+        audit(
+            &s,
+            actions::HOLD_RELEASE,
+            &t,
+            &caller,
+            serde_json::json!({"scope": "trace", "trace_id": hex::encode(id.0)}),
+        );
     }
     hold_result(r)
 }
@@ -288,6 +323,76 @@ async fn erase(
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    all_tenants: bool,
+}
+
+/// `clew keys rotate`: with the local keyring, a new key version for the tenant (or every tenant);
+/// with KMS, the key the configuration names now. Then every block's data key is re-wrapped under
+/// the current version — `key.json` files only, no data rewritten — and the rotation is audited.
+async fn rotate_keys(
+    State(s): State<AdminState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Option<Json<RotateBody>>,
+) -> Response {
+    let t = match tenant(&s, &headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let Some(keys) = &s.keys else {
+        return error(
+            StatusCode::CONFLICT,
+            "encryption at rest is not configured (storage.encryption)",
+        );
+    };
+    let all = body.map(|Json(b)| b.all_tenants).unwrap_or(false);
+    if all {
+        if let Some(Extension(id)) = &caller {
+            if !matches!(id.tenants, clew_security::TenantScope::Any) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "all_tenants needs an identity allowed every tenant",
+                );
+            }
+        }
+    }
+    let mut rotated = Vec::new();
+    if let Some(keyring) = &keys.keyring {
+        match keyring.rotate((!all).then_some(t.as_str())) {
+            Ok(r) => rotated = r,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+        // Unwrapped keys are cached by their wrapped form; nothing to drop. New data keys use the
+        // new version at once (WAL keys from the next segment).
+        keys.manager.roll_wal_keys();
+    }
+    let report = match s.store.rewrap_keys().await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let rotated: Vec<serde_json::Value> = rotated
+        .iter()
+        .map(|(tenant, version)| serde_json::json!({"tenant": tenant, "version": version}))
+        .collect();
+    let details = serde_json::json!({
+        "all_tenants": all,
+        "rotated": rotated,
+        "rewrapped": report.rewrapped,
+        "already_current": report.already_current,
+        "plaintext": report.plaintext,
+        "failed": report.failed,
+    });
+    audit(&s, actions::KEYS_ROTATE, &t, &caller, details.clone());
+    for e in &report.errors {
+        tracing::warn!(error = %e, "block key not re-wrapped");
+    }
+    Json(details).into_response()
+}
+
 /// The store's own actions (retention deletions, erasures) into the audit log.
 #[derive(Debug)]
 pub struct AuditEvents(pub Arc<AuditLog>);
@@ -320,7 +425,10 @@ mod tests {
         let q = parse_erase_query(r#" user.id=42  email="a b@x.org" "#).unwrap();
         assert_eq!(
             q.attributes,
-            vec![("user.id".into(), "42".into()), ("email".into(), "a b@x.org".into())]
+            vec![
+                ("user.id".into(), "42".into()),
+                ("email".into(), "a b@x.org".into())
+            ]
         );
         for bad in ["", "user.id", "=4", "a b=c", "x=\"open"] {
             assert!(parse_erase_query(bad).is_err(), "{bad}");

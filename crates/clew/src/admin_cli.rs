@@ -40,7 +40,12 @@ impl AdminTarget {
 #[derive(Debug, clap::Args)]
 pub struct EraseArgs {
     /// Trace ids to erase (hex).
-    #[arg(long = "trace-id", value_name = "ID", conflicts_with = "query", required_unless_present = "query")]
+    #[arg(
+        long = "trace-id",
+        value_name = "ID",
+        conflicts_with = "query",
+        required_unless_present = "query"
+    )]
     pub trace_ids: Vec<String>,
     /// Erase every trace with a span matching all `key=value` pairs (span or resource
     /// attributes), e.g. 'user.id=42'.

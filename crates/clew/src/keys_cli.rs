@@ -128,7 +128,9 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             let n = open(&file)?
                 .destroy(&tenant)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("destroyed {n} key version(s) of {tenant}: its data written so far is unreadable");
+            println!(
+                "destroyed {n} key version(s) of {tenant}: its data written so far is unreadable"
+            );
         }
     }
     Ok(())

@@ -116,9 +116,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     store_cfg.keys = keys.as_ref().map(|k| k.manager.clone());
     // Per-tenant retention comes from the same live-reloaded overrides file as the limits.
-    store_cfg.retention_policy = limiter.as_ref().map(|l| {
-        Arc::new(OverridesRetention(l.clone())) as Arc<dyn clew_store::RetentionPolicy>
-    });
+    store_cfg.retention_policy = limiter
+        .as_ref()
+        .map(|l| Arc::new(OverridesRetention(l.clone())) as Arc<dyn clew_store::RetentionPolicy>);
     let (store, report) = Store::open(store_cfg.clone(), store_metrics)
         .await
         .with_context(|| format!("cannot open the store in {}", store_cfg.data_dir.display()))?;
@@ -498,9 +498,11 @@ async fn open_keys(
                     l.keyring.display()
                 );
             }
-            let k = Arc::new(clew_encryption::local::Keyring::open(&l.keyring).map_err(
-                |err| anyhow::anyhow!("key `storage.encryption.local.keyring`: {err}"),
-            )?);
+            let k = Arc::new(
+                clew_encryption::local::Keyring::open(&l.keyring).map_err(|err| {
+                    anyhow::anyhow!("key `storage.encryption.local.keyring`: {err}")
+                })?,
+            );
             (k.clone() as Arc<dyn KeyProvider>, Some(k))
         }
         _ => (
@@ -512,7 +514,9 @@ async fn open_keys(
     let manager = Arc::new(clew_encryption::KeyManager::new(provider));
     if let Err(err) = manager.check().await {
         let key = match (&err, e.provider) {
-            (KeyError::Unavailable { .. }, ProviderKind::AwsKms) => "storage.encryption.aws_kms.endpoint",
+            (KeyError::Unavailable { .. }, ProviderKind::AwsKms) => {
+                "storage.encryption.aws_kms.endpoint"
+            }
             (KeyError::AccessDenied { .. }, _) => "storage.encryption.aws_kms (credentials)",
             (KeyError::KeyGone { .. }, ProviderKind::AwsKms) => "storage.encryption.aws_kms.key_id",
             (_, ProviderKind::Local) => "storage.encryption.local.keyring",

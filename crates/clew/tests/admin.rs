@@ -13,7 +13,8 @@ const TEAM_A: &str = "demo-team-a-token";
 const TEAM_B: &str = "demo-team-b-token";
 
 fn config(dir: &Path) -> std::path::PathBuf {
-    let tokens = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/auth/tokens.yaml");
+    let tokens =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/auth/tokens.yaml");
     let auth = format!("auth:\n      bearer_tokens: {{file: {}}}", tokens.display());
     let text = format!(
         "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:4318\n        {}\n\
@@ -100,14 +101,49 @@ async fn holds_and_erasure_through_the_cli_are_scoped_and_audited() {
         &["hold", "add", "--trace-id", alice1, "--reason", "case 42"],
     ));
     assert!(out.contains("hold added"), "{out}");
-    let out = stdout_ok(&cli(&server, TEAM_A, &["erase", "--query", "user.id=alice"]));
+    let out = stdout_ok(&cli(
+        &server,
+        TEAM_A,
+        &["erase", "--query", "user.id=alice"],
+    ));
     assert!(out.contains("erased 1 trace(s)"), "{out}");
     assert!(out.contains(alice1) && out.contains("legal hold"), "{out}");
 
     assert_eq!(status(&server, TEAM_A, alice2).await, 404, "erased");
+    // Every read path: api_v3, the UI's trace form, the doctor, and searches.
+    for path in [
+        format!("/api/v3/traces/{alice2}"),
+        format!("/api/ui/traces/{alice2}"),
+        format!("/api/doctor/traces/{alice2}"),
+    ] {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", server.query))
+            .bearer_auth(TEAM_A)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let found = reqwest::Client::new()
+        .get(format!(
+            "{}/api/traces?service=shop&tags=%7B%22user.id%22%3A%22alice%22%7D&lookback=1h",
+            server.query
+        ))
+        .bearer_auth(TEAM_A)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!found.contains(alice2) && found.contains(alice1), "{found}");
     assert_eq!(status(&server, TEAM_A, alice1).await, 200, "held");
     assert_eq!(status(&server, TEAM_A, bob).await, 200);
-    assert_eq!(status(&server, TEAM_B, other).await, 200, "another tenant's alice is untouched");
+    assert_eq!(
+        status(&server, TEAM_B, other).await,
+        200,
+        "another tenant's alice is untouched"
+    );
 
     // Tenancy: team-b's token cannot act on team-a; no token is refused.
     let r = reqwest::Client::new()
@@ -134,7 +170,10 @@ async fn holds_and_erasure_through_the_cli_are_scoped_and_audited() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("legal hold"));
     let out = stdout_ok(&cli(&server, TEAM_A, &["hold", "list"]));
-    assert!(out.contains("case 42") && out.contains("\"audit\""), "{out}");
+    assert!(
+        out.contains("case 42") && out.contains("\"audit\""),
+        "{out}"
+    );
     stdout_ok(&cli(&server, TEAM_A, &["hold", "release"]));
     stdout_ok(&cli(&server, TEAM_A, &["erase", "--trace-id", bob]));
     assert_eq!(status(&server, TEAM_A, bob).await, 404);
@@ -146,10 +185,20 @@ async fn holds_and_erasure_through_the_cli_are_scoped_and_audited() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let actions: Vec<&str> = records.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = records
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
     assert_eq!(
         actions,
-        ["config.loaded", "hold.add", "erase", "hold.add", "hold.release", "erase"],
+        [
+            "config.loaded",
+            "hold.add",
+            "erase",
+            "hold.add",
+            "hold.release",
+            "erase"
+        ],
         "{text}"
     );
     for r in &records[1..] {

@@ -109,6 +109,9 @@ const ROUTES: &[Route] = &[
     read("SPM errors", "/api/metrics/errors?service={svc}", 200, true),
     read("SPM latencies", "/api/metrics/latencies?service={svc}&quantile=0.95", 200, true),
     read("SPM minstep", "/api/metrics/minstep", 200, false),
+    // Administration (GETs here; erase/holds writes across tenants are in tests/admin.rs).
+    read("admin retention", "/api/admin/retention", 200, false),
+    read("admin holds", "/api/admin/holds", 200, false),
     // Remote sampling, on the query port and its own port.
     read("remote sampling (query port)", "/api/sampling?service={svc}", 200, false),
     Route {
