@@ -12,6 +12,7 @@ mod load;
 mod proc_stat;
 mod query;
 mod servers;
+mod storage_cost;
 mod workload;
 
 use anyhow::Context;
@@ -155,6 +156,72 @@ enum Cmd {
         work_dir: PathBuf,
         #[command(flatten)]
         drive: DriveArgs,
+        #[command(flatten)]
+        pool: PoolArgs,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// What encryption at rest costs: alternating runs of the same load against Clew with
+    /// plaintext storage and with `storage.encryption` (local keyring; WAL records and block files
+    /// sealed), spans per server CPU-second and the extra CPU per span; then trace-by-id latency
+    /// on a plaintext and an encrypted store holding the same spans.
+    EncryptionCost {
+        #[arg(long, default_value = "target/release/clew")]
+        clew_bin: PathBuf,
+        /// Ingest runs per mode and protocol (alternating).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, value_delimiter = ',', default_value = "grpc,http")]
+        protocols: Vec<Protocol>,
+        /// `storage.block.max_age` during the ingest runs: short, so flushes to (sealed) blocks
+        /// happen inside the measured window.
+        #[arg(long, default_value = "2s")]
+        block_max_age: String,
+        #[arg(long, default_value = "target/bench-data/encryption")]
+        work_dir: PathBuf,
+        #[command(flatten)]
+        drive: DriveArgs,
+        #[command(flatten)]
+        pool: PoolArgs,
+        /// Spans in each of the two stores for the trace-by-id part (0 = skip it).
+        #[arg(long, default_value_t = 1_500_000)]
+        lookup_spans: u64,
+        /// Measured trace-by-id requests per round and store.
+        #[arg(long, default_value_t = 500)]
+        lookups: usize,
+        /// Trace-by-id rounds (a fresh server per round and store, alternating).
+        #[arg(long, default_value_t = 2)]
+        lookup_rounds: usize,
+        /// Connections while building the two stores.
+        #[arg(long, default_value_t = 4)]
+        build_connections: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Trace by id from the bucket tier with a warm local cache: the same spans in a store whose
+    /// blocks are in an S3 bucket (moto_server on loopback) and in one on local disk; both
+    /// restarted (block metadata and bloom filters from the local cache, footers preloaded), then
+    /// the same lookups on each; counts the bucket requests per lookup from moto's log.
+    TierLookup {
+        #[arg(long, default_value = "target/release/clew")]
+        clew_bin: PathBuf,
+        /// moto's S3 server (`pip install 'moto[server]'`).
+        #[arg(long, env = "MOTO_BIN", default_value = ".venv/bin/moto_server")]
+        moto_bin: PathBuf,
+        #[arg(long, default_value = "target/bench-data/tier")]
+        work_dir: PathBuf,
+        /// Spans in each store.
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: u64,
+        /// Measured lookups per round and store.
+        #[arg(long, default_value_t = 500)]
+        lookups: usize,
+        /// Rounds (a fresh server per round and store, alternating).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Connections while building the stores.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
         #[command(flatten)]
         pool: PoolArgs,
         #[arg(long)]
@@ -421,6 +488,60 @@ async fn main() -> anyhow::Result<()> {
                 }));
             }
             write_json(&json, serde_json::json!({"summary": summary, "runs": all}))?;
+        }
+        Cmd::EncryptionCost {
+            clew_bin,
+            rounds,
+            protocols,
+            block_max_age,
+            work_dir,
+            drive,
+            pool,
+            lookup_spans,
+            lookups,
+            lookup_rounds,
+            build_connections,
+            json,
+        } => {
+            let pool = pool.build();
+            let args = storage_cost::EncryptionCostArgs {
+                clew_bin,
+                rounds,
+                protocols,
+                block_max_age,
+                work_dir,
+                drive,
+                lookup_spans,
+                lookups,
+                lookup_rounds,
+                build_connections,
+            };
+            let report = storage_cost::encryption_cost(args, pool).await?;
+            write_json(&json, report)?;
+        }
+        Cmd::TierLookup {
+            clew_bin,
+            moto_bin,
+            work_dir,
+            spans,
+            lookups,
+            rounds,
+            connections,
+            pool,
+            json,
+        } => {
+            let pool = pool.build();
+            let args = storage_cost::TierLookupArgs {
+                clew_bin,
+                moto_bin,
+                work_dir,
+                spans,
+                lookups,
+                rounds,
+                connections,
+            };
+            let report = storage_cost::tier_lookup(args, pool).await?;
+            write_json(&json, report)?;
         }
         Cmd::Storage {
             clew_bin,

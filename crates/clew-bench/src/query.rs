@@ -157,6 +157,78 @@ pub async fn storage_run(
     }))
 }
 
+/// Waits (up to 60 s) until the server answers `/ready` (block metadata loaded).
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..600 {
+        if client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Latency of `lookups` trace-by-id requests (Jaeger API, no time range), one at a time.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LookupStats {
+    pub lookups: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Lookups that failed or did not return all of the trace's spans.
+    pub incomplete: usize,
+}
+
+/// `lookups` requests of `GET /api/traces/{id}`: ids drawn at random from `ids` (splitmix64 from
+/// `seed`), or in order when `in_order`; each timed from send to the last body byte.
+pub async fn trace_lookups(
+    client: &reqwest::Client,
+    base: &str,
+    ids: &[String],
+    lookups: usize,
+    seed: u64,
+    in_order: bool,
+) -> anyhow::Result<LookupStats> {
+    if ids.is_empty() {
+        bail!("no trace ids to look up");
+    }
+    let mut t = Vec::with_capacity(lookups);
+    let mut rng = seed;
+    let mut missing = 0usize;
+    for i in 0..lookups {
+        let id = if in_order {
+            &ids[i % ids.len()]
+        } else {
+            rng = crate::workload::splitmix64(rng);
+            &ids[(rng % ids.len() as u64) as usize]
+        };
+        let t0 = Instant::now();
+        let resp = client.get(format!("{base}/api/traces/{id}")).send().await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        t.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let spans = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["data"][0]["spans"].as_array().map(|a| a.len()))
+            .unwrap_or(0);
+        if !status.is_success() || spans != crate::workload::SPANS_PER_TRACE {
+            missing += 1;
+        }
+    }
+    let (p50_ms, p99_ms, max_ms) = Timings(t).summary();
+    Ok(LookupStats {
+        lookups,
+        p50_ms,
+        p99_ms,
+        max_ms,
+        incomplete: missing,
+    })
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -201,50 +273,15 @@ pub async fn query_run(
     let server = servers::start_clew(clew_bin, data_dir, Some(&cfg), &log_path(data_dir, "query"))?;
     let base = format!("http://{}", server.query.clone().unwrap_or_default());
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    // Wait for ready (block metadata loaded).
-    for _ in 0..600 {
-        if client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&client, &base).await;
 
     // Warm-up, not measured: connection set-up, and the server's background read of block
     // footers at start-up (a long-running server has them cached).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    for id in ids.iter().take(200) {
-        client
-            .get(format!("{base}/api/traces/{id}"))
-            .send()
-            .await?
-            .bytes()
-            .await?;
-    }
-    let mut t = Vec::with_capacity(lookups);
-    let mut rng = 0x9E37_79B9_u64;
-    let mut missing = 0usize;
-    for _ in 0..lookups {
-        rng = crate::workload::splitmix64(rng);
-        let id = &ids[(rng % ids.len() as u64) as usize];
-        let t0 = Instant::now();
-        let resp = client.get(format!("{base}/api/traces/{id}")).send().await?;
-        let status = resp.status();
-        let body = resp.bytes().await?;
-        t.push(t0.elapsed().as_secs_f64() * 1000.0);
-        let spans = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["data"][0]["spans"].as_array().map(|a| a.len()))
-            .unwrap_or(0);
-        if !status.is_success() || spans != crate::workload::SPANS_PER_TRACE {
-            missing += 1;
-        }
-    }
-    let (p50, p99, max) = Timings(t).summary();
+    let warm: Vec<String> = ids.iter().take(200).cloned().collect();
+    trace_lookups(&client, &base, &warm, warm.len(), 0, true).await?;
+    let stats = trace_lookups(&client, &base, &ids, lookups, 0x9E37_79B9, false).await?;
+    let (p50, p99, max, missing) = (stats.p50_ms, stats.p99_ms, stats.max_ms, stats.incomplete);
     println!(
         "query: trace by id (no time range): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms over {lookups} lookups; {missing} incomplete"
     );

@@ -45,7 +45,18 @@ impl Server {
     }
 }
 
-fn wait_for_port(addr: &str, child: &mut Child, name: &str) -> anyhow::Result<()> {
+impl Drop for Server {
+    /// A server still running when its handle is dropped (an error on the way) is killed, so no
+    /// benchmark leaves processes behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn wait_for_port(addr: &str, child: &mut Child, name: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(addr).is_ok() {
@@ -65,6 +76,17 @@ pub fn start_clew(
     data_dir: &Path,
     config: Option<&Path>,
     log: &Path,
+) -> anyhow::Result<Server> {
+    start_clew_env(bin, data_dir, config, log, &[])
+}
+
+/// [`start_clew`] with extra environment variables (e.g. S3 credentials).
+pub fn start_clew_env(
+    bin: &Path,
+    data_dir: &Path,
+    config: Option<&Path>,
+    log: &Path,
+    env: &[(&str, &str)],
 ) -> anyhow::Result<Server> {
     let (g, h, z, q, sp) = (
         free_port()?,
@@ -90,6 +112,7 @@ pub fn start_clew(
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
+    cmd.envs(env.iter().copied());
     let logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut child = cmd
         .stdin(Stdio::null())
@@ -160,6 +183,11 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 
 /// Block directories (those holding a meta.json) under `dir`.
 pub fn block_count(dir: &Path) -> usize {
+    files_named(dir, "meta.json")
+}
+
+/// Files called `name` anywhere under `dir` (e.g. `key.json`: sealed blocks).
+pub fn files_named(dir: &Path, name: &str) -> usize {
     let mut n = 0;
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -170,7 +198,7 @@ pub fn block_count(dir: &Path) -> usize {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().is_some_and(|f| f == "meta.json") {
+            } else if p.file_name().is_some_and(|f| f == name) {
                 n += 1;
             }
         }

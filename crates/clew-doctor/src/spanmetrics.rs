@@ -988,6 +988,7 @@ mod tests {
                 }],
                 ..Default::default()
             }],
+            metadata: Default::default(),
         }
     }
 

@@ -598,6 +598,7 @@ fn batch(tenant: &str, spans: Vec<FlatSpan>) -> SpanBatch {
                 schema_url: String::new(),
             })
             .collect(),
+        metadata: Default::default(),
     }
 }
 

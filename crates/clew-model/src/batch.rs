@@ -2,13 +2,16 @@
 
 use crate::ids::{IdError, SpanId, TraceId};
 use crate::otlp::trace::ResourceSpans;
-use crate::Tenant;
+use crate::{RequestMetadata, Tenant};
 
 /// One export request's spans, owned by one tenant.
 #[derive(Debug, Clone, Default)]
 pub struct SpanBatch {
     pub tenant: Tenant,
     pub resource_spans: Vec<ResourceSpans>,
+    /// The request's client metadata as kept by the receiver (empty unless configured there);
+    /// every batch made from one request shares it.
+    pub metadata: RequestMetadata,
 }
 
 /// What validation removed from a batch, for OTLP partial success and metrics.
@@ -24,7 +27,14 @@ impl SpanBatch {
         Self {
             tenant,
             resource_spans,
+            metadata: RequestMetadata::default(),
         }
+    }
+
+    /// The same batch carrying the request's `metadata`.
+    pub fn with_metadata(mut self, metadata: RequestMetadata) -> Self {
+        self.metadata = metadata;
+        self
     }
 
     pub fn span_count(&self) -> usize {

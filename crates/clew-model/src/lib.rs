@@ -12,6 +12,7 @@ pub mod attrs;
 pub mod batch;
 pub mod flat;
 pub mod ids;
+pub mod metadata;
 pub mod otlp_json;
 pub mod sink;
 pub mod tenant;
@@ -20,6 +21,7 @@ pub mod zipkin;
 pub use batch::{SpanBatch, ValidationReport};
 pub use flat::{group_into_resource_spans, FlatSpan};
 pub use ids::{SpanId, TraceId};
+pub use metadata::RequestMetadata;
 pub use sink::{SinkError, SpanSink};
 pub use tenant::{Tenant, TenantError};
 

@@ -113,6 +113,59 @@ impl SpanSink for Pipeline {
     }
 }
 
+/// Sends every batch to several sinks (a pipeline's exporters, or the pipelines one receiver
+/// feeds). It succeeds only if every sink did; otherwise the first error goes back to the client,
+/// which retries the whole batch — so a sink that had accepted it sees it again (reads dedupe).
+pub struct FanOut {
+    sinks: Vec<Arc<dyn SpanSink>>,
+}
+
+impl FanOut {
+    pub fn new(sinks: Vec<Arc<dyn SpanSink>>) -> Self {
+        Self { sinks }
+    }
+
+    /// One sink as itself, several behind a `FanOut`.
+    pub fn of(mut sinks: Vec<Arc<dyn SpanSink>>) -> Arc<dyn SpanSink> {
+        if sinks.len() == 1 {
+            sinks.remove(0)
+        } else {
+            Arc::new(Self::new(sinks))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SpanSink for FanOut {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), SinkError> {
+        let Some((last, rest)) = self.sinks.split_last() else {
+            return Ok(());
+        };
+        // Concurrently: a slow exporter does not add its latency to the others'.
+        let mut sends: Vec<_> = rest.iter().map(|s| s.consume(batch.clone())).collect();
+        sends.push(last.consume(batch));
+        let results = futures::future::join_all(sends).await;
+        results.into_iter().collect()
+    }
+}
+
+/// A processor shared by several pipelines (the service graph, which must count every span once
+/// whichever pipelines it then goes to).
+pub struct Shared(pub Arc<dyn Processor>);
+
+#[async_trait::async_trait]
+impl Processor for Shared {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn process(&self, batch: SpanBatch) -> Result<ProcessOutcome, SinkError> {
+        self.0.process(batch)
+    }
+    async fn shutdown(&self) -> Result<(), SinkError> {
+        self.0.shutdown().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,9 +163,16 @@ impl TraceService for OtlpGrpcService {
                 return Err(rejection.to_grpc_status());
             }
         };
+        let metadata = shared.metadata.of_grpc(request.metadata());
         let resource_spans = request.into_inner().resource_spans;
         let report = shared
-            .ingest(tenant, resource_spans, ValidationReport::default(), None)
+            .ingest(
+                tenant,
+                metadata,
+                resource_spans,
+                ValidationReport::default(),
+                None,
+            )
             .await
             .map_err(|r: Rejection| r.to_grpc_status())?;
         Ok(tonic::Response::new(response(&report)))

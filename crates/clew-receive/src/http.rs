@@ -69,6 +69,7 @@ async fn handle(
     shared
         .ingest_sized(
             tenant,
+            shared.metadata.of_http(headers),
             request.resource_spans,
             ValidationReport::default(),
             None,

@@ -2,12 +2,13 @@
 //! limits, handing the batch to the sink, and counting what happened.
 
 use crate::errors::Rejection;
+use crate::metadata::MetadataFilter;
 use crate::metrics::{Outcome, Protocol, ReceiverMetrics, RejectReason};
 use crate::tenant::TenantResolver;
 use crate::ReceiverConfig;
 use clew_model::otlp::trace::ResourceSpans;
 use clew_model::otlp::Message;
-use clew_model::{SpanBatch, SpanSink, Tenant, ValidationReport};
+use clew_model::{RequestMetadata, SpanBatch, SpanSink, Tenant, ValidationReport};
 use clew_security::limits::Limiter;
 use std::sync::Arc;
 
@@ -21,6 +22,9 @@ pub(crate) struct Shared {
     pub metrics: ReceiverMetrics,
     pub protocol: Protocol,
     pub limiter: Option<Arc<Limiter>>,
+    /// Which headers / metadata entries become the batch's metadata (off when misconfigured:
+    /// `tenants` then refuses every request anyway).
+    pub metadata: MetadataFilter,
 }
 
 impl Shared {
@@ -30,7 +34,10 @@ impl Shared {
         metrics: ReceiverMetrics,
         protocol: Protocol,
     ) -> Self {
-        let tenants = TenantResolver::new(cfg).map_err(|e| e.to_string());
+        let metadata = MetadataFilter::new(cfg);
+        let tenants = TenantResolver::new(cfg)
+            .map_err(|e| e.to_string())
+            .and_then(|t| metadata.as_ref().map(|_| t).map_err(|e| e.to_string()));
         if let Err(e) = &tenants {
             tracing::error!(
                 protocol = protocol.as_str(),
@@ -44,6 +51,7 @@ impl Shared {
             metrics,
             protocol,
             limiter: cfg.limiter.clone(),
+            metadata: metadata.unwrap_or(MetadataFilter::Off),
         }
     }
 
@@ -67,11 +75,12 @@ impl Shared {
     pub(crate) async fn ingest(
         &self,
         tenant: Tenant,
+        metadata: RequestMetadata,
         resource_spans: Vec<ResourceSpans>,
         earlier: ValidationReport,
         received: Option<u64>,
     ) -> Result<ValidationReport, Rejection> {
-        self.ingest_sized(tenant, resource_spans, earlier, received, None)
+        self.ingest_sized(tenant, metadata, resource_spans, earlier, received, None)
             .await
     }
 
@@ -80,12 +89,13 @@ impl Shared {
     pub(crate) async fn ingest_sized(
         &self,
         tenant: Tenant,
+        metadata: RequestMetadata,
         resource_spans: Vec<ResourceSpans>,
         earlier: ValidationReport,
         received: Option<u64>,
         request_bytes: Option<usize>,
     ) -> Result<ValidationReport, Rejection> {
-        let mut batch = SpanBatch::new(tenant, resource_spans);
+        let mut batch = SpanBatch::new(tenant, resource_spans).with_metadata(metadata);
         let received = received.unwrap_or(batch.span_count() as u64 + earlier.rejected_spans);
         self.metrics.add_received(self.protocol, received);
 

@@ -33,6 +33,7 @@ mod errors;
 mod grpc;
 mod http;
 mod ingest;
+pub mod metadata;
 mod metrics;
 mod tenant;
 mod zipkin_http;
@@ -66,6 +67,12 @@ pub struct ReceiverConfig {
     pub default_tenant: Tenant,
     /// Per-tenant limits, one limiter shared by every receiver; `None`: no limits.
     pub limiter: Option<std::sync::Arc<clew_security::limits::Limiter>>,
+    /// Keep the request's headers / gRPC metadata as the batch's `metadata` (the Collector's
+    /// `include_metadata`); credentials are never kept (see [`metadata`]). Default `false`.
+    pub include_metadata: bool,
+    /// Keep only these headers / metadata keys (case-insensitive; implies `include_metadata`).
+    /// Naming a credential-bearing header is a configuration error. Default empty.
+    pub metadata_keys: Vec<String>,
 }
 
 impl Default for ReceiverConfig {
@@ -75,14 +82,18 @@ impl Default for ReceiverConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             default_tenant: Tenant::default(),
             limiter: None,
+            include_metadata: false,
+            metadata_keys: Vec::new(),
         }
     }
 }
 
 impl ReceiverConfig {
     /// Checks the settings: the tenant header must be a valid HTTP header name (and so a valid gRPC
-    /// metadata key) and the size limit non-zero.
+    /// metadata key), the size limit non-zero, and `metadata_keys` header names that carry no
+    /// credentials.
     pub fn validate(&self) -> Result<(), ReceiveError> {
-        tenant::TenantResolver::new(self).map(|_| ())
+        tenant::TenantResolver::new(self)?;
+        metadata::MetadataFilter::new(self).map(|_| ())
     }
 }

@@ -75,6 +75,7 @@ async fn handle(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Hand
     let report: ValidationReport = shared
         .ingest_sized(
             tenant,
+            shared.metadata.of_http(headers),
             converted.resource_spans,
             converted.report,
             Some(received),

@@ -343,36 +343,19 @@ mod s3 {
         }
     }
 
-    /// `(access key, secret, session token)` of `profile` in an AWS shared credentials file.
+    /// `(access key, secret, session token)` of `profile` in an AWS shared credentials file (the
+    /// one parser, shared with the KMS client).
     pub(super) fn parse_credentials_file(
         text: &str,
         profile: &str,
     ) -> Option<(String, String, Option<String>)> {
-        let (mut in_profile, mut key, mut secret, mut token) = (false, None, None, None);
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                let name = name.trim();
-                in_profile = name == profile || name.strip_prefix("profile ") == Some(profile);
-                continue;
-            }
-            if !in_profile {
-                continue;
-            }
-            if let Some((k, v)) = line.split_once('=') {
-                let v = v.trim().to_string();
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "aws_access_key_id" => key = Some(v),
-                    "aws_secret_access_key" => secret = Some(v),
-                    "aws_session_token" => token = Some(v),
-                    _ => {}
-                }
-            }
-        }
-        Some((key?, secret?, token))
+        clew_encryption::parse_credentials_file(text, profile).map(|c| {
+            (
+                c.access_key_id,
+                c.secret_access_key.to_string(),
+                c.session_token.map(|t| t.to_string()),
+            )
+        })
     }
 
     /// Credentials from the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE` or

@@ -1039,7 +1039,7 @@ impl TraceReader for Store {
         // Owned futures: borrowed ones trip the compiler's Send inference inside async_trait.
         let reads = blocks
             .into_iter()
-            .map(|b| async move { b.read_trace(&id).await });
+            .map(|b| async move { skip_unreadable(&b, b.read_trace(&id).await) });
         let from_blocks: Vec<Vec<FlatSpan>> = stream::iter(reads)
             .buffer_unordered(4)
             .try_collect()
@@ -1072,9 +1072,12 @@ impl TraceReader for Store {
         let scans = blocks.into_iter().map(|b| {
             let q = q.clone();
             async move {
-                tokio::spawn(async move { b.search(&q).await })
-                    .await
-                    .map_err(|e| StoreError::Internal(format!("block search task failed: {e}")))?
+                tokio::spawn(async move {
+                    let r = b.search(&q).await;
+                    skip_unreadable(&b, r)
+                })
+                .await
+                .map_err(|e| StoreError::Internal(format!("block search task failed: {e}")))?
             }
         });
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -1225,6 +1228,20 @@ impl TraceReader for Store {
                 call_count,
             })
             .collect())
+    }
+}
+
+/// A block whose data key is gone (a crypto-shredded tenant, a retired key version) answers as
+/// empty, with a warning, instead of failing the whole query: the rest of the tenant's data stays
+/// readable. (Start-up leaves such blocks out of the index; this covers keys destroyed while the
+/// server runs.)
+fn skip_unreadable<T: Default>(b: &Block, r: Result<T, StoreError>) -> Result<T, StoreError> {
+    match r {
+        Err(StoreError::KeyGone { .. }) => {
+            tracing::warn!(block = %b.meta.block_id, tenant = %b.meta.tenant, "block skipped: its data key is gone");
+            Ok(T::default())
+        }
+        other => other,
     }
 }
 

@@ -628,3 +628,36 @@ async fn sealed_blocks_tier_to_the_bucket() {
     let found = files_with_marker(dir.path());
     assert!(found.is_empty(), "plaintext span data in {found:?}");
 }
+
+#[tokio::test]
+async fn a_key_destroyed_while_running_empties_that_tenant_not_the_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let ring = keys_dir.path().join("keyring.yaml");
+    Keyring::create(&ring).unwrap();
+    let keys = local_keys(&ring);
+    let (store, _) = open(dir.path(), Some(keys.clone())).await;
+    for (tenant, range) in [("alpha", 0..40), ("beta", 0..30)] {
+        store.consume(batch(tenant, range)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    check_reads(&store, "alpha", 0..40).await;
+    // Crypto-shred alpha while the server runs; drop the cached unwrapped keys (their TTL).
+    Keyring::open(&ring).unwrap().destroy("alpha").unwrap();
+    keys.clear_cache();
+    let spans = store
+        .trace(&t("alpha"), TraceId(trace_id(3)))
+        .await
+        .unwrap();
+    assert!(
+        spans.is_empty(),
+        "alpha's blocks answer as empty, not as an error"
+    );
+    let q = SearchQuery {
+        service: Some(front()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert!(store.search(&t("alpha"), &q).await.unwrap().is_empty());
+    check_reads(&store, "beta", 0..30).await;
+}

@@ -2,8 +2,9 @@
 //! tenancy, service sections). Unknown keys are errors; every error names the file, the key path and
 //! the fix.
 //!
-//! Processors are named like the Collector's (`tail_sampling/errors`: type before the `/`), defined
-//! under `processors:` and run in the order `service.pipelines.traces.processors` lists them.
+//! Processors, exporters and connectors are named like the Collector's (`tail_sampling/errors`:
+//! type before the `/`), defined under `processors:`, `exporters:` and `connectors:`, and wired by
+//! `service.pipelines` (`traces`, `traces/NAME`; checked in `graph.rs`).
 //! Extensions (`jaeger_remote_sampling`) are defined under `extensions:` and enabled by
 //! `service.extensions`.
 
@@ -22,15 +23,23 @@ pub struct Config {
     /// Named processors (`TYPE` or `TYPE/NAME`), parsed and validated into `processor_configs`.
     pub processors: serde_yaml::Mapping,
     pub extensions: Extensions,
+    /// Named exporters (`TYPE` or `TYPE/NAME`: `clew_store`, `otlp`, `otlphttp`, `debug`).
+    pub exporters: serde_yaml::Mapping,
+    /// Named connectors (`routing`, `routing/NAME`): exporters of some pipelines, receivers of others.
+    pub connectors: serde_yaml::Mapping,
     pub storage: Storage,
     pub query: Query,
     pub tenancy: Tenancy,
     /// Per-tenant limits (Tempo's overrides): `defaults`, `per_tenant_file`, `reload_interval`.
     pub limits: Option<clew_security::limits::LimitsConfig>,
     pub service: Service,
-    /// The processors of the traces pipeline, in pipeline order (filled in by validation).
+    /// The processors of the `traces` pipeline, in pipeline order (filled in by validation).
     #[serde(skip)]
     pub processor_configs: Vec<(String, ProcessorConfig)>,
+    /// Every pipeline with its receivers, processors and exporters, checked (filled in by
+    /// validation).
+    #[serde(skip)]
+    pub graph: crate::graph::Graph,
     /// Problems worth a warning that do not stop start-up (e.g. a processor referenced nowhere).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -44,9 +53,18 @@ pub struct Config {
 pub enum ProcessorConfig {
     TailSampling(clew_sampling::TailSamplingConfig),
     ProbabilisticSampler(clew_sampling::ProbabilisticSamplerConfig),
+    Attributes(Box<clew_processors::AttributesConfig>),
+    BaggagePolicy(Box<clew_processors::BaggagePolicyConfig>),
+    Redaction(Box<clew_processors::redaction::RedactionConfig>),
 }
 
-pub const PROCESSOR_TYPES: &[&str] = &["tail_sampling", "probabilistic_sampler"];
+pub const PROCESSOR_TYPES: &[&str] = &[
+    "tail_sampling",
+    "probabilistic_sampler",
+    "attributes",
+    "baggage_policy",
+    "redaction",
+];
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -365,18 +383,8 @@ pub struct Service {
     pub extensions: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Pipelines {
-    pub traces: TracesPipeline,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct TracesPipeline {
-    /// Processor names from `processors:`, in the order they run.
-    pub processors: Vec<String>,
-}
+/// `service.pipelines`: `traces` and `traces/NAME`, each `receivers → processors → exporters`.
+pub type Pipelines = std::collections::BTreeMap<String, crate::graph::PipelineSpec>;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -557,9 +565,9 @@ impl Config {
 
     /// Parses and validates YAML text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<Self> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
+        // An empty file is every default, checked like any other (the pipeline graph is built
+        // in validation).
+        let text = if text.trim().is_empty() { "{}" } else { text };
         let de = serde_yaml::Deserializer::from_str(text);
         let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
@@ -581,34 +589,7 @@ impl Config {
     /// Parses every named processor by its type, checks the traces pipeline's references, and
     /// fills `processor_configs` in pipeline order.
     fn validate_processors(&mut self) -> anyhow::Result<()> {
-        fn sub<T: serde::de::DeserializeOwned>(
-            key: &str,
-            value: &serde_yaml::Value,
-        ) -> anyhow::Result<T> {
-            let value = match value {
-                serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
-                v => v.clone(),
-            };
-            serde_path_to_error::deserialize(value).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                let full = if path == "." || path.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{key}.{path}")
-                };
-                let hint = if inner.contains("unknown field") {
-                    " (fix: correct the spelling to one of the keys listed)"
-                } else if inner.contains("missing field") {
-                    " (fix: add the missing key)"
-                } else if inner.contains("invalid type") {
-                    " (fix: give a value of the type named)"
-                } else {
-                    ""
-                };
-                anyhow::anyhow!("key `{full}`: {inner}{hint}")
-            })
-        }
+        use crate::graph::section as sub;
         let mut defined: Vec<(String, ProcessorConfig)> = Vec::new();
         for (name, value) in &self.processors {
             let Some(name) = name.as_str() else {
@@ -632,6 +613,27 @@ impl Config {
                         .map_err(|(k, m)| anyhow::anyhow!("key `{key}.{k}`: {m}"))?;
                     ProcessorConfig::ProbabilisticSampler(c)
                 }
+                "attributes" => {
+                    let c: clew_processors::AttributesConfig = sub(&key, value)?;
+                    // Building it checks every pattern and key source (a start-up error, not a
+                    // panic later).
+                    clew_processors::Attributes::new(name, c.clone())
+                        .map_err(|e| anyhow::anyhow!("key `{key}.{}`: {}", e.key, e.message))?;
+                    ProcessorConfig::Attributes(Box::new(c))
+                }
+                "redaction" => {
+                    let c: clew_processors::redaction::RedactionConfig = sub(&key, value)?;
+                    let metrics = clew_processors::redaction::RedactionMetrics::default();
+                    clew_processors::redaction::Redaction::new(name.to_string(), c.clone(), &metrics)
+                        .map_err(|e| anyhow::anyhow!("key `{key}.{}`: {}", e.key, e.message))?;
+                    ProcessorConfig::Redaction(Box::new(c))
+                }
+                "baggage_policy" => {
+                    let c: clew_processors::BaggagePolicyConfig = sub(&key, value)?;
+                    clew_processors::BaggagePolicyProcessor::new(name, c.clone())
+                        .map_err(|e| anyhow::anyhow!("key `{key}.{}`: {}", e.key, e.message))?;
+                    ProcessorConfig::BaggagePolicy(Box::new(c))
+                }
                 other => bail!(
                     "key `{key}`: unknown processor type {other:?} (fix: one of {}; the type is the part before `/`)",
                     PROCESSOR_TYPES.join(", ")
@@ -639,40 +641,42 @@ impl Config {
             };
             defined.push((name.to_string(), pc));
         }
-        let mut ordered = Vec::new();
-        for (i, name) in self.service.pipelines.traces.processors.iter().enumerate() {
-            let key = format!("service.pipelines.traces.processors[{i}]");
-            if self.service.pipelines.traces.processors[..i].contains(name) {
-                bail!("key `{key}`: processor `{name}` is listed twice (fix: list each processor once)");
-            }
-            match defined.iter().find(|(n, _)| n == name) {
-                Some((n, c)) => ordered.push((n.clone(), c.clone())),
-                None => {
-                    let known: Vec<&str> = defined.iter().map(|(n, _)| n.as_str()).collect();
-                    bail!(
-                        "key `{key}`: processor `{name}` is not defined (fix: define it under `processors:`{})",
-                        if known.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" or use one of {}", known.join(", "))
-                        }
-                    );
-                }
-            }
+        let exporters = crate::graph::parse_exporters(&self.exporters)?;
+        let connectors = crate::graph::parse_connectors(&self.connectors)?;
+        let mut network = Vec::new();
+        if self.receivers.otlp.is_some() {
+            network.push("otlp");
         }
-        for (n, _) in &defined {
-            if !self.service.pipelines.traces.processors.contains(n) {
-                self.warnings.push(format!(
-                    "key `processors.{n}`: defined but not used in service.pipelines.traces.processors, so it does nothing (fix: add it there or remove it)"
-                ));
-            }
+        if self.receivers.zipkin.is_some() {
+            network.push("zipkin");
         }
-        self.processor_configs = ordered;
-        let tails = self
-            .processor_configs
+        self.graph = crate::graph::check(
+            &self.service.pipelines,
+            &network,
+            &defined,
+            exporters,
+            connectors,
+            &mut self.warnings,
+        )?;
+        self.processor_configs = self
+            .graph
+            .pipelines
             .iter()
-            .filter(|(_, c)| matches!(c, ProcessorConfig::TailSampling(_)))
-            .count();
+            .find(|p| p.name == "traces")
+            .map(|p| p.processors.clone())
+            .unwrap_or_default();
+        let tails = self
+            .graph
+            .pipelines
+            .iter()
+            .map(|p| {
+                p.processors
+                    .iter()
+                    .filter(|(_, c)| matches!(c, ProcessorConfig::TailSampling(_)))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
         if tails > 1 {
             self.warnings.push("more than one tail_sampling processor in the pipeline: each waits its own decision_wait (fix: combine their policies into one)".into());
         }
@@ -1021,6 +1025,25 @@ impl Config {
         })
     }
 
+    /// Request headers the receivers keep with each batch (`from_context: metadata.X` of an
+    /// `attributes` processor in some pipeline).
+    pub fn metadata_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .graph
+            .pipelines
+            .iter()
+            .flat_map(|p| &p.processors)
+            .filter_map(|(_, c)| match c {
+                ProcessorConfig::Attributes(a) => Some(a.metadata_keys_referenced()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     pub fn store_config(&self) -> clew_store::StoreConfig {
         let mut c = clew_store::StoreConfig::new(&self.storage.path);
         c.flush_max_spans = self.storage.block.max_spans;
@@ -1291,6 +1314,10 @@ service:
 
     #[test]
     fn example_configs_are_valid() {
+        // The keys examples/config/redaction.yaml reads from the environment (no other test reads
+        // these variables).
+        std::env::set_var("CLEW_REDACTION_KEY", "example-redaction-key-32-bytes!!");
+        std::env::set_var("CLEW_BAGGAGE_SECRET", "example-baggage-secret-32-bytes!");
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config");
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {

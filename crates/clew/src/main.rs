@@ -8,8 +8,9 @@ mod cli;
 mod config;
 mod demo;
 mod doctor_cli;
+mod graph;
 mod keys_cli;
-mod processors;
+mod pipelines;
 mod serve;
 mod tls_args;
 mod token_cli;
@@ -94,7 +95,8 @@ impl ServeArgs {
     fn into_config(self) -> anyhow::Result<config::Config> {
         let mut cfg = match &self.config {
             Some(path) => config::Config::load(path)?,
-            None => config::Config::default(),
+            // The defaults go through the same checks (and graph building) as a file.
+            None => config::Config::parse("", "the defaults")?,
         };
         if let Some(d) = self.data_dir {
             cfg.storage.path = d;

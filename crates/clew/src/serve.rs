@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use clew_model::{SpanSink, Tenant};
+use clew_model::Tenant;
 use clew_receive::{ReceiverConfig, ReceiverMetrics};
 use clew_security::auth::TenantGateLayer;
 use clew_security::tls::{Alpn, Listener, ServerTls};
@@ -154,17 +154,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // The service graph sees every span first, before any sampling decision drops some.
     let service_graph = clew_doctor::ServiceGraph::new(&mut registry);
-    let pipeline = crate::processors::build_pipeline(
+    let pipelines = crate::pipelines::build(
         &cfg,
         Box::new(service_graph),
         Arc::new(store.clone()),
         &mut registry,
         adaptive.clone(),
-    )?;
-    let sink: Arc<dyn SpanSink> = pipeline.clone();
+    )
+    .await?;
+    let metadata_keys = cfg.metadata_keys();
     let rcfg = ReceiverConfig {
         tenant_header: cfg.tenancy.header.clone(),
         limiter,
+        include_metadata: !metadata_keys.is_empty(),
+        metadata_keys,
         ..ReceiverConfig::default()
     };
     rcfg.validate().context("invalid receiver settings")?;
@@ -178,7 +181,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
-    if let Some(otlp) = &cfg.receivers.otlp {
+    let otlp_sink = pipelines.receivers.get("otlp").cloned();
+    if let (Some(otlp), Some(sink)) = (&cfg.receivers.otlp, &otlp_sink) {
         if let Some(g) = &otlp.protocols.grpc {
             let listener = bind(&cfg, "receivers.otlp.protocols.grpc", Alpn::Grpc).await?;
             let c = ReceiverConfig {
@@ -220,7 +224,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ));
         }
     }
-    if let Some(z) = &cfg.receivers.zipkin {
+    if let (Some(z), Some(sink)) = (&cfg.receivers.zipkin, pipelines.receivers.get("zipkin")) {
         let listener = bind(&cfg, "receivers.zipkin", Alpn::Http).await?;
         let app = clew_receive::zipkin_router(sink.clone(), rcfg.clone(), receiver_metrics.clone());
         tracing::info!(endpoint = %z.endpoint, "Zipkin receiver listening");
@@ -326,7 +330,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Processors that hold spans (tail sampling) decide everything they buffer and hand it to the
     // store before the store's final flush.
     tracing::info!("deciding buffered traces (tail sampling)");
-    if let Err(e) = pipeline.shutdown().await {
+    if let Err(e) = pipelines.shutdown().await {
         tracing::error!(error = %e, "a processor could not hand over everything it held");
     }
     tracing::info!("flushing the head into blocks");

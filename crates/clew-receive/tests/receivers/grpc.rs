@@ -328,3 +328,22 @@ async fn bad_config_is_an_error() {
     .await;
     assert!(matches!(r, Err(clew_receive::ReceiveError::Config(_))));
 }
+
+#[tokio::test]
+async fn request_metadata_is_kept_when_configured() {
+    let sink = Arc::new(CollectingSink::default());
+    let cfg = ReceiverConfig {
+        include_metadata: true,
+        ..Default::default()
+    };
+    let s = Server::start(sink_dyn(sink.clone()), cfg).await;
+    let mut req = with_tenant(good_request(1), "x-client-id", "svc-a");
+    req.metadata_mut()
+        .insert("authorization", "Bearer secret".parse().unwrap());
+    s.client().await.export(req).await.unwrap();
+    let m = sink.batches()[0].metadata.clone();
+    assert_eq!(m.get("x-client-id"), Some("svc-a"));
+    assert!(m.get("authorization").is_none());
+    assert!(m.iter().all(|(k, _)| !k.starts_with("grpc-")));
+    s.stop().await;
+}

@@ -521,3 +521,40 @@ async fn chunked_post(addr: SocketAddr, chunks: usize, size: usize) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+#[tokio::test]
+async fn request_metadata_is_kept_only_when_configured_and_never_credentials() {
+    let send = |s: &Server| {
+        s.client
+            .post(s.url())
+            .header("content-type", PB)
+            .header("x-client-id", "web-7")
+            .header("authorization", "Bearer secret")
+            .header("cookie", "session=abc")
+            .body(good_request(1).encode_to_vec())
+            .send()
+    };
+    let off = Server::start(ReceiverConfig::default()).await;
+    assert_eq!(send(&off).await.unwrap().status(), 200);
+    assert!(off.sink.batches()[0].metadata.is_empty());
+
+    let on = Server::start(ReceiverConfig {
+        include_metadata: true,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(send(&on).await.unwrap().status(), 200);
+    let m = on.sink.batches()[0].metadata.clone();
+    assert_eq!(m.get("X-Client-Id"), Some("web-7"));
+    assert_eq!(m.get("content-type"), Some(PB));
+    assert!(m.get("authorization").is_none() && m.get("cookie").is_none());
+
+    let keys = Server::start(ReceiverConfig {
+        metadata_keys: vec!["X-Client-Id".into()],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(send(&keys).await.unwrap().status(), 200);
+    let m = keys.sink.batches()[0].metadata.clone();
+    assert_eq!(m.iter().collect::<Vec<_>>(), vec![("x-client-id", "web-7")]);
+}

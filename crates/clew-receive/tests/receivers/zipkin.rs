@@ -292,3 +292,26 @@ async fn unknown_path_is_404_and_wrong_method_405() {
         .unwrap();
     assert_eq!(r.status(), 405);
 }
+
+#[tokio::test]
+async fn request_metadata_is_kept_when_configured() {
+    let s = Server::start(ReceiverConfig {
+        metadata_keys: vec!["x-client-id".into()],
+        ..Default::default()
+    })
+    .await;
+    let r = s
+        .client
+        .post(format!("http://{}/api/v2/spans", s.addr))
+        .header("content-type", "application/json")
+        .header("x-client-id", "zipkin-app")
+        .body(SPANS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        s.sink.batches()[0].metadata.get("x-client-id"),
+        Some("zipkin-app")
+    );
+}

@@ -46,6 +46,23 @@ impl Server {
         Self::start_with_env(data, config, &[])
     }
 
+    /// Starts again with the OTLP/gRPC port of an earlier run (`http://127.0.0.1:PORT`), e.g. as
+    /// the target of another server's exporter.
+    pub fn start_on(data: &Path, grpc: &str) -> Self {
+        let port: u16 = grpc
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a grpc URL with a port");
+        for _ in 0..20 {
+            if let Some(s) = Self::try_start_ports(data, None, &[], Some(port)) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("server did not start on gRPC port {port}");
+    }
+
     /// [`Server::start_with`] with extra environment variables for the server process.
     pub fn start_with_env(data: &Path, config: Option<&Path>, envs: &[(&str, &str)]) -> Self {
         for _ in 0..3 {
@@ -61,8 +78,17 @@ impl Server {
 
     /// `None` when the server exited during start-up on a port already in use.
     fn try_start(data: &Path, config: Option<&Path>, envs: &[(&str, &str)]) -> Option<Self> {
+        Self::try_start_ports(data, config, envs, None)
+    }
+
+    fn try_start_ports(
+        data: &Path,
+        config: Option<&Path>,
+        envs: &[(&str, &str)],
+        grpc: Option<u16>,
+    ) -> Option<Self> {
         let (g, h, z, q, sp) = (
-            free_port(),
+            grpc.unwrap_or_else(free_port),
             free_port(),
             free_port(),
             free_port(),

@@ -1,0 +1,895 @@
+//! The durable sending queue: numbered segment files of framed records in one directory, plus a
+//! durable read cursor.
+//!
+//! * Segment `{n:016}.seg`: records `[len: u32 LE][crc32: u32 LE][body]` (CRC IEEE over the body),
+//!   body = `[version: u8 = 1][tenant_len: u16 LE][tenant][span_count: u32 LE][ExportTraceServiceRequest
+//!   protobuf]`. Records are never rewritten; a segment is deleted once the cursor has passed it.
+//! * `cursor`: two 32-byte slots, `["CLQC"][seq: u64 LE][segment: u64 LE][offset: u64 LE][crc32 of
+//!   the 28 bytes before: u32 LE]`, written alternately (slot `seq % 2`) and `fdatasync`ed: a torn
+//!   write spoils one slot, the other still holds the previous position. The valid slot with the
+//!   highest `seq` is the position of the first record not yet acknowledged downstream.
+//!
+//! Appends go through one writer thread that takes everything queued, writes it, `fdatasync`s once
+//! (group commit) and only then makes the records visible to readers and acknowledges the
+//! appenders. Readers lease consecutive records (of one tenant, up to a byte budget); the cursor
+//! advances — durably — only when the lowest outstanding lease is acknowledged, so a crash resends
+//! at most what was in flight (at-least-once).
+//!
+//! Opening scans every segment from the cursor on: a record whose framing is broken (torn write,
+//! bit flip, garbage) is cut off with the rest of its segment, with a warning; a checksummed
+//! record of an unknown version refuses to open (written by a newer Clew: never drop it silently).
+
+use clew_model::Tenant;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use tokio::sync::{oneshot, watch};
+
+/// `[len][crc]`.
+pub const HEADER_LEN: usize = 8;
+/// The only body version this build writes and reads.
+pub const VERSION: u8 = 1;
+/// A record larger than this is treated as corruption when read.
+pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
+/// Upper bound on bytes written per group commit.
+const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+const CURSOR_FILE: &str = "cursor";
+const CURSOR_MAGIC: &[u8; 4] = b"CLQC";
+const CURSOR_SLOT: usize = 32;
+
+/// A place in the queue: a segment number and a byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("sending queue {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sending queue {path} at offset {offset}: record version {version} is unknown to this build (it reads version {VERSION}); it was probably written by a newer Clew — run that version, or move the queue directory aside")]
+    UnknownVersion {
+        path: String,
+        offset: u64,
+        version: u8,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
+    move |source| QueueError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Why an append was refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue is at `max_bytes` (or `queue_size` items): retry later.
+    #[error("sending queue full: {0}")]
+    Full(String),
+    /// The record alone is larger than the whole queue: it can never be taken.
+    #[error("batch of {len} bytes is larger than the sending queue ({max} bytes)")]
+    TooLarge { len: u64, max: u64 },
+    #[error("sending queue closed")]
+    Closed,
+    #[error("sending queue write failed: {0}")]
+    Io(String),
+}
+
+/// Framing problems (a torn or corrupt tail).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("record truncated: need {need} bytes, have {have}")]
+    Truncated { need: usize, have: usize },
+    #[error("record checksum mismatch")]
+    Checksum,
+    #[error("record length {0} exceeds the limit")]
+    TooLarge(usize),
+    #[error("unknown record version {0}")]
+    Version(u8),
+    #[error("record body malformed: {0}")]
+    Malformed(String),
+}
+
+/// Encodes one record (header included).
+pub fn encode_record(tenant: &Tenant, spans: u64, payload: &[u8]) -> Vec<u8> {
+    let t = tenant.as_str().as_bytes();
+    let mut out = Vec::with_capacity(HEADER_LEN + 1 + 2 + t.len() + 4 + payload.len());
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    out.push(VERSION);
+    // Tenant names are at most 64 bytes (clew_model::tenant::MAX_TENANT_LEN).
+    out.extend_from_slice(&(t.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    out.extend_from_slice(t);
+    out.extend_from_slice(&(spans.min(u32::MAX as u64) as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    let body_len = (out.len() - HEADER_LEN) as u32;
+    out[..4].copy_from_slice(&body_len.to_le_bytes());
+    let crc = crc32fast::hash(&out[HEADER_LEN..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Checks the framing at the start of `data`: the body and the bytes used.
+pub fn frame(data: &[u8]) -> Result<(&[u8], usize), FrameError> {
+    if data.len() < HEADER_LEN {
+        return Err(FrameError::Truncated {
+            need: HEADER_LEN,
+            have: data.len(),
+        });
+    }
+    let len = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+    let crc = u32::from_le_bytes([data[4], data[5], data[6], data[7]]);
+    if len == 0 || len > MAX_RECORD_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    let need = HEADER_LEN + len;
+    if data.len() < need {
+        return Err(FrameError::Truncated {
+            need,
+            have: data.len(),
+        });
+    }
+    let body = &data[HEADER_LEN..need];
+    if crc32fast::hash(body) != crc {
+        return Err(FrameError::Checksum);
+    }
+    Ok((body, need))
+}
+
+/// A record body's parts: tenant, span count, protobuf.
+pub fn parse_body(body: &[u8]) -> Result<(Tenant, u64, &[u8]), FrameError> {
+    let Some((&version, rest)) = body.split_first() else {
+        return Err(FrameError::Malformed("empty body".into()));
+    };
+    if version != VERSION {
+        return Err(FrameError::Version(version));
+    }
+    if rest.len() < 2 {
+        return Err(FrameError::Malformed("no tenant length".into()));
+    }
+    let tlen = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+    let rest = &rest[2..];
+    if rest.len() < tlen + 4 {
+        return Err(FrameError::Malformed(
+            "tenant or span count cut short".into(),
+        ));
+    }
+    let name =
+        std::str::from_utf8(&rest[..tlen]).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let tenant = Tenant::new(name).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let rest = &rest[tlen..];
+    let spans = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+    Ok((tenant, spans, &rest[4..]))
+}
+
+/// Where and how big the queue is.
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    pub dir: PathBuf,
+    /// Bytes of unacknowledged records (framing included) the queue holds at most.
+    pub max_bytes: u64,
+    /// Unacknowledged records the queue holds at most (`None`: only `max_bytes` bounds it).
+    pub max_items: Option<u64>,
+    /// A segment is closed and a new one opened once it is this large.
+    pub segment_bytes: u64,
+}
+
+impl QueueOptions {
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        Self {
+            dir: dir.into(),
+            max_bytes,
+            max_items: None,
+            segment_bytes: (max_bytes / 8).clamp(64 * 1024, 64 * 1024 * 1024),
+        }
+    }
+}
+
+/// What opening found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    pub segments: usize,
+    /// Records not yet acknowledged downstream (they will be sent).
+    pub pending_records: u64,
+    pub pending_spans: u64,
+    pub pending_bytes: u64,
+    /// Bytes cut off corrupt or torn segment tails.
+    pub truncated_bytes: u64,
+}
+
+/// Consecutive records of one tenant handed to a consumer: their protobuf payloads concatenated
+/// (protobuf merges concatenated messages: the repeated `resource_spans` are appended), so they
+/// go out as one request.
+#[derive(Debug)]
+pub struct Lease {
+    pub tenant: Tenant,
+    pub spans: u64,
+    pub records: u64,
+    pub payload: Vec<u8>,
+    /// Each record's byte range in `payload` and its span count, to resend them one by one
+    /// when the merged request is too large for the destination.
+    pub parts: Vec<(std::ops::Range<usize>, u64)>,
+    pub start: Pos,
+    pub end: Pos,
+    bytes: u64,
+}
+
+struct State {
+    /// Committed length of every live segment (the writer's included).
+    segments: BTreeMap<u64, u64>,
+    /// Next record to lease.
+    read: Pos,
+    /// Durable cursor: first record not acknowledged.
+    acked: Pos,
+    /// Outstanding leases: start → (end).
+    in_flight: BTreeMap<Pos, Pos>,
+    /// Committed, unacknowledged bytes and records.
+    used_bytes: u64,
+    used_items: u64,
+    /// Accepted by `push`, not yet committed.
+    reserved_bytes: u64,
+    reserved_items: u64,
+    cursor_seq: u64,
+    cursor_file: File,
+}
+
+struct Shared {
+    opts: QueueOptions,
+    state: Mutex<State>,
+    /// Serializes readers (the open read file).
+    reader: Mutex<Option<(u64, File)>>,
+    /// Bumped after every commit.
+    committed: watch::Sender<u64>,
+}
+
+type AppendAck = oneshot::Sender<Result<(), String>>;
+type AppendTx = std_mpsc::Sender<(Vec<u8>, AppendAck)>;
+
+/// The durable queue. `push` returns once the record is fsynced.
+pub struct Queue {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<AppendTx>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016}.seg"))
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>, QueueError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        if let Some(n) = name
+            .to_string_lossy()
+            .strip_suffix(".seg")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), QueueError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+fn cursor_slot(seq: u64, pos: Pos) -> [u8; CURSOR_SLOT] {
+    let mut b = [0u8; CURSOR_SLOT];
+    b[..4].copy_from_slice(CURSOR_MAGIC);
+    b[4..12].copy_from_slice(&seq.to_le_bytes());
+    b[12..20].copy_from_slice(&pos.segment.to_le_bytes());
+    b[20..28].copy_from_slice(&pos.offset.to_le_bytes());
+    let crc = crc32fast::hash(&b[..28]);
+    b[28..32].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn parse_cursor_slot(b: &[u8]) -> Option<(u64, Pos)> {
+    if b.len() < CURSOR_SLOT || &b[..4] != CURSOR_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes(b[28..32].try_into().ok()?);
+    if crc32fast::hash(&b[..28]) != crc {
+        return None;
+    }
+    let u = |r: std::ops::Range<usize>| b[r].try_into().ok().map(u64::from_le_bytes);
+    Some((
+        u(4..12)?,
+        Pos {
+            segment: u(12..20)?,
+            offset: u(20..28)?,
+        },
+    ))
+}
+
+/// Reads the cursor file: the newest valid slot.
+fn read_cursor(data: &[u8]) -> Option<(u64, Pos)> {
+    let a = parse_cursor_slot(data.get(..CURSOR_SLOT)?);
+    let b = data
+        .get(CURSOR_SLOT..2 * CURSOR_SLOT)
+        .and_then(parse_cursor_slot);
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Queue {
+    /// Opens (or creates) the queue in `opts.dir`, recovering what is pending.
+    pub fn open(opts: QueueOptions) -> Result<(Arc<Queue>, OpenReport), QueueError> {
+        let dir = opts.dir.clone();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let cursor_path = dir.join(CURSOR_FILE);
+        let existed = cursor_path.exists();
+        let mut cursor_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&cursor_path)
+            .map_err(io_err(&cursor_path))?;
+        if !existed {
+            sync_dir(&dir)?;
+        }
+        let mut raw = Vec::new();
+        io::Read::read_to_end(&mut cursor_file, &mut raw).map_err(io_err(&cursor_path))?;
+        let cursor = read_cursor(&raw);
+        if cursor.is_none() && !raw.is_empty() {
+            tracing::warn!(path = %cursor_path.display(), "sending queue cursor unreadable; resending the queue from its oldest segment (duplicates possible, nothing lost)");
+        }
+        let (cursor_seq, mut acked) = cursor.unwrap_or((0, Pos::default()));
+
+        let mut report = OpenReport::default();
+        let mut segments = BTreeMap::new();
+        let mut used_bytes = 0u64;
+        let mut used_items = 0u64;
+        for n in list_segments(&dir)? {
+            let path = segment_path(&dir, n);
+            if n < acked.segment {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                continue;
+            }
+            let data = fs::read(&path).map_err(io_err(&path))?;
+            let mut offset = 0usize;
+            let mut cut = None;
+            while offset < data.len() {
+                match frame(&data[offset..]) {
+                    Ok((body, used)) => {
+                        match parse_body(body) {
+                            Ok((_, spans, _)) => {
+                                if n > acked.segment || offset as u64 >= acked.offset {
+                                    used_bytes += used as u64;
+                                    used_items += 1;
+                                    report.pending_spans += spans;
+                                }
+                            }
+                            Err(FrameError::Version(v)) => {
+                                return Err(QueueError::UnknownVersion {
+                                    path: path.display().to_string(),
+                                    offset: offset as u64,
+                                    version: v,
+                                })
+                            }
+                            Err(e) => {
+                                cut = Some(e);
+                                break;
+                            }
+                        }
+                        if n == acked.segment
+                            && (offset as u64) < acked.offset
+                            && (offset + used) as u64 > acked.offset
+                        {
+                            // The cursor points inside a record: it cannot have been written
+                            // by this queue; resend that record rather than lose it.
+                            tracing::warn!(path = %path.display(), cursor = acked.offset, "sending queue cursor is not on a record boundary; moving it back to {offset}");
+                            acked.offset = offset as u64;
+                            used_bytes += used as u64;
+                            used_items += 1;
+                        }
+                        offset += used;
+                    }
+                    Err(e) => {
+                        cut = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = cut {
+                let lost = (data.len() - offset) as u64;
+                tracing::warn!(path = %path.display(), offset, bytes = lost, error = %e, "sending queue segment has a corrupt or torn tail; truncating it");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(offset as u64).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
+                report.truncated_bytes += lost;
+            }
+            if n == acked.segment && acked.offset > offset as u64 {
+                tracing::warn!(path = %path.display(), cursor = acked.offset, len = offset, "sending queue cursor is past the end of its segment; moving it to the end");
+                acked.offset = offset as u64;
+            }
+            segments.insert(n, offset as u64);
+        }
+        report.segments = segments.len();
+        report.pending_bytes = used_bytes;
+        report.pending_records = used_items;
+        // The cursor's segment is gone (or there is none yet): start at the oldest segment.
+        if !segments.contains_key(&acked.segment) {
+            acked = Pos {
+                segment: segments.keys().next().copied().unwrap_or(1),
+                offset: 0,
+            };
+        }
+        // Always append to a fresh segment.
+        let write_seg = segments
+            .keys()
+            .next_back()
+            .map(|n| n + 1)
+            .unwrap_or(acked.segment.max(1));
+        let write_path = segment_path(&dir, write_seg);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&write_path)
+            .map_err(io_err(&write_path))?;
+        sync_dir(&dir)?;
+        segments.insert(write_seg, 0);
+        if !segments.contains_key(&acked.segment) {
+            acked = Pos {
+                segment: write_seg,
+                offset: 0,
+            };
+        }
+
+        let (committed, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            opts,
+            state: Mutex::new(State {
+                segments,
+                read: acked,
+                acked,
+                in_flight: BTreeMap::new(),
+                used_bytes,
+                used_items,
+                reserved_bytes: 0,
+                reserved_items: 0,
+                cursor_seq,
+                cursor_file,
+            }),
+            reader: Mutex::new(None),
+            committed,
+        });
+        let (tx, rx) = std_mpsc::channel();
+        let s2 = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("clew-export-queue".into())
+            .spawn(move || writer_loop(s2, rx, file, write_seg))
+            .map_err(io_err(&dir))?;
+        Ok((
+            Arc::new(Queue {
+                shared,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+            }),
+            report,
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.opts.dir
+    }
+
+    pub fn capacity_bytes(&self) -> u64 {
+        self.shared.opts.max_bytes
+    }
+
+    /// Committed bytes not yet acknowledged downstream.
+    pub fn size_bytes(&self) -> u64 {
+        lock(&self.shared.state).used_bytes
+    }
+
+    /// Committed records not yet acknowledged downstream.
+    pub fn len(&self) -> u64 {
+        lock(&self.shared.state).used_items
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends one record; returns once it is on disk (fsynced).
+    pub async fn push(&self, tenant: &Tenant, spans: u64, payload: &[u8]) -> Result<(), PushError> {
+        let record = encode_record(tenant, spans, payload);
+        let len = record.len() as u64;
+        let max = self.shared.opts.max_bytes;
+        if len > max {
+            return Err(PushError::TooLarge { len, max });
+        }
+        {
+            let mut st = lock(&self.shared.state);
+            let bytes = st.used_bytes + st.reserved_bytes;
+            if bytes + len > max {
+                return Err(PushError::Full(format!(
+                    "{bytes} of {max} bytes used, batch needs {len}"
+                )));
+            }
+            if let Some(max_items) = self.shared.opts.max_items {
+                let items = st.used_items + st.reserved_items;
+                if items >= max_items {
+                    return Err(PushError::Full(format!(
+                        "{items} of {max_items} batches queued"
+                    )));
+                }
+            }
+            st.reserved_bytes += len;
+            st.reserved_items += 1;
+        }
+        let (ack, rx) = oneshot::channel();
+        let sent = lock(&self.tx)
+            .as_ref()
+            .map(|tx| tx.send((record, ack)).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            let mut st = lock(&self.shared.state);
+            st.reserved_bytes -= len;
+            st.reserved_items -= 1;
+            return Err(PushError::Closed);
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PushError::Io(e)),
+            Err(_) => Err(PushError::Closed),
+        }
+    }
+
+    /// Leases the next records (consecutive, one tenant, payloads up to `max_bytes` together —
+    /// at least one record), or `None` when nothing is committed beyond what is leased.
+    pub fn try_next(&self, max_bytes: usize) -> Option<Lease> {
+        let shared = &self.shared;
+        let mut reader = lock(&shared.reader);
+        let (mut pos, segments) = {
+            let st = lock(&shared.state);
+            (st.read, st.segments.clone())
+        };
+        let mut lease: Option<Lease> = None;
+        while let Some(&seg_len) = segments.get(&pos.segment) {
+            if pos.offset >= seg_len {
+                // Move to the next segment once this one is finished (a later one exists).
+                match segments.range(pos.segment + 1..).next() {
+                    Some((&next, _)) => {
+                        pos = Pos {
+                            segment: next,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let file = match &*reader {
+                Some((n, f)) if *n == pos.segment => f,
+                _ => {
+                    let path = segment_path(&shared.opts.dir, pos.segment);
+                    match File::open(&path) {
+                        Ok(f) => &reader.insert((pos.segment, f)).1,
+                        Err(e) => {
+                            tracing::error!(path = %path.display(), error = %e, "cannot open sending queue segment; skipping it");
+                            pos.offset = seg_len;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match read_record(file, pos.offset, seg_len) {
+                Ok((tenant, spans, payload, used)) => {
+                    if let Some(l) = &lease {
+                        if l.tenant != tenant || l.payload.len() + payload.len() > max_bytes {
+                            break;
+                        }
+                    }
+                    let end = Pos {
+                        segment: pos.segment,
+                        offset: pos.offset + used,
+                    };
+                    match &mut lease {
+                        None => {
+                            lease = Some(Lease {
+                                tenant,
+                                spans,
+                                records: 1,
+                                parts: vec![(0..payload.len(), spans)],
+                                payload,
+                                start: pos,
+                                end,
+                                bytes: used,
+                            })
+                        }
+                        Some(l) => {
+                            l.spans += spans;
+                            l.records += 1;
+                            let at = l.payload.len();
+                            l.parts.push((at..at + payload.len(), spans));
+                            l.payload.extend_from_slice(&payload);
+                            l.end = end;
+                            l.bytes += used;
+                        }
+                    }
+                    pos = end;
+                }
+                Err(e) => {
+                    // Committed by this process and checked at open: only a disk problem gets
+                    // here. Skip the rest of the segment rather than stall the queue.
+                    tracing::error!(segment = pos.segment, offset = pos.offset, error = %e, "unreadable record in the sending queue; skipping the rest of its segment");
+                    let mut st = lock(&shared.state);
+                    let lost = seg_len - pos.offset;
+                    st.used_bytes = st.used_bytes.saturating_sub(lost);
+                    pos.offset = seg_len;
+                    if lease.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut st = lock(&shared.state);
+        match &lease {
+            Some(l) => {
+                st.read = l.end;
+                st.in_flight.insert(l.start, l.end);
+            }
+            None => {
+                if pos > st.read {
+                    st.read = pos;
+                }
+            }
+        }
+        lease
+    }
+
+    /// Waits for the next lease; `None` once `stop` turns true.
+    pub async fn next(
+        self: &Arc<Self>,
+        max_bytes: usize,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Lease> {
+        let mut committed = self.shared.committed.subscribe();
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            committed.borrow_and_update();
+            let q = self.clone();
+            let lease = tokio::task::spawn_blocking(move || q.try_next(max_bytes))
+                .await
+                .ok()
+                .flatten();
+            if lease.is_some() {
+                return lease;
+            }
+            tokio::select! {
+                r = committed.changed() => { if r.is_err() { return None; } }
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Acknowledges a lease (sent, or dropped for good): advances the durable cursor when it was
+    /// the oldest outstanding one, and deletes finished segments.
+    pub fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
+        let shared = &self.shared;
+        let mut st = lock(&shared.state);
+        if st.in_flight.remove(&lease.start).is_none() {
+            return Ok(());
+        }
+        st.used_bytes = st.used_bytes.saturating_sub(lease.bytes);
+        st.used_items = st.used_items.saturating_sub(lease.records);
+        let new_cursor = st.in_flight.keys().next().copied().unwrap_or(st.read);
+        if new_cursor <= st.acked {
+            return Ok(());
+        }
+        st.cursor_seq += 1;
+        let seq = st.cursor_seq;
+        let slot = cursor_slot(seq, new_cursor);
+        let path = shared.opts.dir.join(CURSOR_FILE);
+        st.cursor_file
+            .write_all_at(&slot, (seq % 2) * CURSOR_SLOT as u64)
+            .and_then(|_| st.cursor_file.sync_data())
+            .map_err(io_err(&path))?;
+        st.acked = new_cursor;
+        let done: Vec<u64> = st
+            .segments
+            .range(..new_cursor.segment)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in done {
+            st.segments.remove(&n);
+            let p = segment_path(&shared.opts.dir, n);
+            if let Err(e) = fs::remove_file(&p) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot delete a sent sending-queue segment");
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every outstanding lease (they will be leased again): for a consumer that stops
+    /// without having sent its lease.
+    pub fn release_all(&self) {
+        let mut st = lock(&self.shared.state);
+        if let Some(first) = st.in_flight.keys().next().copied() {
+            st.read = first;
+            st.in_flight.clear();
+        }
+        *lock(&self.shared.reader) = None;
+    }
+
+    /// Stops the writer thread (after committing what is queued). Appends fail afterwards.
+    pub fn close(&self) {
+        lock(&self.tx).take();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Reads and checks the record at `offset`: tenant, spans, payload, bytes used.
+fn read_record(
+    file: &File,
+    offset: u64,
+    seg_len: u64,
+) -> Result<(Tenant, u64, Vec<u8>, u64), FrameError> {
+    let avail = seg_len.saturating_sub(offset) as usize;
+    let mut header = [0u8; HEADER_LEN];
+    if avail < HEADER_LEN {
+        return Err(FrameError::Truncated {
+            need: HEADER_LEN,
+            have: avail,
+        });
+    }
+    file.read_exact_at(&mut header, offset)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len == 0 || len > MAX_RECORD_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    if avail < HEADER_LEN + len {
+        return Err(FrameError::Truncated {
+            need: HEADER_LEN + len,
+            have: avail,
+        });
+    }
+    let mut buf = vec![0u8; HEADER_LEN + len];
+    buf[..HEADER_LEN].copy_from_slice(&header);
+    file.read_exact_at(&mut buf[HEADER_LEN..], offset + HEADER_LEN as u64)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let (body, used) = frame(&buf)?;
+    let (tenant, spans, payload) = parse_body(body)?;
+    Ok((tenant, spans, payload.to_vec(), used as u64))
+}
+
+fn writer_loop(
+    shared: Arc<Shared>,
+    rx: std_mpsc::Receiver<(Vec<u8>, AppendAck)>,
+    mut file: File,
+    mut seg: u64,
+) {
+    let dir = shared.opts.dir.clone();
+    let mut len = 0u64;
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        let mut bytes = group[0].0.len();
+        while bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(item) => {
+                    bytes += item.0.len();
+                    group.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        // Write, rotating between records; remember the committed lengths to publish.
+        let mut updates: Vec<(u64, u64)> = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(bytes);
+        let start = (seg, len);
+        let mut result: io::Result<()> = Ok(());
+        for (rec, _) in &group {
+            if len > 0 && len + rec.len() as u64 > shared.opts.segment_bytes {
+                result = file.write_all(&buf).and_then(|_| file.sync_data());
+                buf.clear();
+                if result.is_err() {
+                    break;
+                }
+                updates.push((seg, len));
+                seg += 1;
+                len = 0;
+                let path = segment_path(&dir, seg);
+                result = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map(|f| file = f)
+                    .and_then(|_| File::open(&dir).and_then(|d| d.sync_all()));
+                if result.is_err() {
+                    break;
+                }
+            }
+            buf.extend_from_slice(rec);
+            len += rec.len() as u64;
+        }
+        if result.is_ok() {
+            result = file.write_all(&buf).and_then(|_| file.sync_data());
+        }
+        let total: u64 = group.iter().map(|(r, _)| r.len() as u64).sum();
+        let n = group.len() as u64;
+        let mut st = lock(&shared.state);
+        st.reserved_bytes -= total;
+        st.reserved_items -= n;
+        match result {
+            Ok(()) => {
+                updates.push((seg, len));
+                for (s, l) in updates {
+                    st.segments.insert(s, l);
+                }
+                st.used_bytes += total;
+                st.used_items += n;
+                drop(st);
+                shared.committed.send_modify(|v| *v += 1);
+                for (_, ack) in group {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                drop(st);
+                tracing::error!(dir = %dir.display(), error = %e, "sending queue write failed");
+                // Undo the partial write where possible: records already in earlier segments of
+                // this group were fsynced but are not acknowledged; keep them (a duplicate at
+                // worst) and cut the current segment back to its committed length.
+                for (s, l) in updates {
+                    lock(&shared.state).segments.insert(s, l);
+                }
+                if seg == start.0 {
+                    let _ = file.set_len(start.1);
+                    len = start.1;
+                } else {
+                    let _ = file.set_len(0);
+                    len = 0;
+                    lock(&shared.state).segments.insert(seg, 0);
+                }
+                shared.committed.send_modify(|v| *v += 1);
+                let msg = e.to_string();
+                for (_, ack) in group {
+                    let _ = ack.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,279 @@
+//! Builds the pipeline graph (`graph.rs`) into running sinks.
+//!
+//! * Every network receiver feeds one *ingress*: the always-on service graph (RED metrics and
+//!   edges, from every span before any sampling) and the adaptive sampling root-span counter,
+//!   shared by all ingresses so each span is counted once, then the pipelines that list the
+//!   receiver (several: each gets every batch).
+//! * A pipeline is its processors in order, built back to front so a holding processor (tail
+//!   sampling) forwards its kept traces through the processors after it, ending in its exporters
+//!   (several: each gets every batch).
+//! * Exporters: `clew_store` (the local store), `otlp`/`otlphttp` (through a durable queue),
+//!   `debug`; a connector (`routing`) is the exporter of the pipelines feeding it and sends into the
+//!   pipelines it routes to, which are built first.
+//!
+//! Shutdown runs upstream first, so what a pipeline releases (tail sampling) still flows through
+//! everything after it; then the exporters stop (their queues stay on disk).
+
+use crate::config::{Config, ProcessorConfig};
+use crate::graph::{ConnectorConfig, ExporterConfig, PipelineConfig};
+use clew_model::SpanSink;
+use clew_pipeline::{FanOut, Pipeline, Processor, ProcessorFactory, Shared};
+use clew_sampling::consistent::HeadMetrics;
+use clew_sampling::tail::TailMetrics;
+use clew_sampling::{Adaptive, ProbabilisticSampler, RootSpanCounter, TailCore, TailSampler};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The running graph.
+pub struct Built {
+    /// The sink of each network receiver that some pipeline uses (`otlp`, `zipkin`).
+    pub receivers: HashMap<String, Arc<dyn SpanSink>>,
+    /// Upstream first.
+    pipelines: Vec<(String, Arc<Pipeline>)>,
+    ingresses: Vec<Arc<Pipeline>>,
+    exporters: Vec<(String, Arc<clew_export::OtlpExporter>)>,
+}
+
+impl Built {
+    /// Releases what processors hold, upstream first, then stops the exporters.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        let mut first: Option<anyhow::Error> = None;
+        for p in &self.ingresses {
+            if let Err(e) = p.shutdown().await {
+                first.get_or_insert(anyhow::anyhow!("ingress: {e}"));
+            }
+        }
+        for (name, p) in &self.pipelines {
+            if let Err(e) = p.shutdown().await {
+                tracing::error!(pipeline = %name, error = %e, "a processor could not hand over everything it held");
+                first.get_or_insert(anyhow::anyhow!("pipeline {name}: {e}"));
+            }
+        }
+        for (name, e) in &self.exporters {
+            e.shutdown().await;
+            tracing::info!(exporter = %name, "exporter stopped (its queue stays on disk)");
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+pub async fn build(
+    cfg: &Config,
+    service_graph: Box<dyn Processor>,
+    store: Arc<dyn SpanSink>,
+    registry: &mut Registry,
+    adaptive: Option<Arc<Adaptive>>,
+) -> anyhow::Result<Built> {
+    let graph = &cfg.graph;
+    let metrics = Metrics::default();
+
+    // Exporters that some pipeline uses.
+    let mut sinks: HashMap<String, Arc<dyn SpanSink>> = HashMap::new();
+    let mut queued = Vec::new();
+    let export_metrics = clew_export::ExporterMetrics::default();
+    let mut any_export = false;
+    for (name, e) in &graph.exporters {
+        if !graph.pipelines.iter().any(|p| p.exporters.contains(name)) {
+            continue;
+        }
+        let sink: Arc<dyn SpanSink> = match e {
+            ExporterConfig::ClewStore => store.clone(),
+            ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => {
+                any_export = true;
+                let protocol = match e {
+                    ExporterConfig::Otlp(_) => clew_export::Protocol::Grpc,
+                    _ => clew_export::Protocol::Http,
+                };
+                let exp = clew_export::OtlpExporter::start(
+                    name,
+                    protocol,
+                    c,
+                    &cfg.storage.path,
+                    &export_metrics,
+                )
+                .map_err(|err| anyhow::anyhow!("exporters.{name}: {err}"))?;
+                tracing::info!(exporter = %name, "exporter started");
+                queued.push((name.clone(), exp.clone()));
+                exp
+            }
+            ExporterConfig::Debug(c) => {
+                any_export = true;
+                Arc::new(clew_export::DebugExporter::new(name, c, &export_metrics))
+            }
+        };
+        sinks.insert(name.clone(), sink);
+    }
+    if any_export {
+        export_metrics.register(registry);
+    }
+
+    // Pipelines, downstream first, so a connector finds the pipelines it routes to.
+    let mut built: HashMap<String, Arc<Pipeline>> = HashMap::new();
+    let mut order = Vec::new();
+    for p in &graph.pipelines {
+        let mut outs = Vec::new();
+        for e in &p.exporters {
+            let sink = match sinks.get(e) {
+                Some(s) => s.clone(),
+                None => connector(e, graph, &built, &metrics)?,
+            };
+            outs.push(sink);
+        }
+        let pipeline = processors(p, FanOut::of(outs), &metrics)?;
+        built.insert(p.name.clone(), pipeline.clone());
+        order.push((p.name.clone(), pipeline));
+        tracing::info!(pipeline = %p.name, receivers = ?p.receivers, processors = ?p.processors.iter().map(|(n, _)| n).collect::<Vec<_>>(), exporters = ?p.exporters, "pipeline");
+    }
+    order.reverse();
+    metrics.register(registry);
+
+    // One ingress per network receiver; the first stages are shared.
+    let service_graph: Arc<dyn Processor> = Arc::from(service_graph);
+    let counter: Option<Arc<dyn Processor>> =
+        adaptive.map(|a| Arc::new(RootSpanCounter::new(a)) as Arc<dyn Processor>);
+    let mut receivers = HashMap::new();
+    let mut ingresses = Vec::new();
+    for r in crate::graph::NETWORK_RECEIVERS {
+        let fed: Vec<Arc<dyn SpanSink>> = graph
+            .pipelines_fed_by(r)
+            .iter()
+            .filter_map(|p| built.get(&p.name).map(|x| x.clone() as Arc<dyn SpanSink>))
+            .collect();
+        if fed.is_empty() {
+            continue;
+        }
+        let mut first: Vec<Box<dyn Processor>> = vec![Box::new(Shared(service_graph.clone()))];
+        if let Some(c) = &counter {
+            first.push(Box::new(Shared(c.clone())));
+        }
+        let ingress = Arc::new(Pipeline::new(first, FanOut::of(fed)));
+        ingresses.push(ingress.clone());
+        receivers.insert(r.to_string(), ingress as Arc<dyn SpanSink>);
+    }
+    Ok(Built {
+        receivers,
+        pipelines: order,
+        ingresses,
+        exporters: queued,
+    })
+}
+
+/// The sink of connector `name`: it sends into the pipelines it routes to (built already).
+fn connector(
+    name: &str,
+    graph: &crate::graph::Graph,
+    built: &HashMap<String, Arc<Pipeline>>,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<dyn SpanSink>> {
+    let Some(c) = graph.connectors.get(name) else {
+        anyhow::bail!("exporter `{name}` is not defined");
+    };
+    match c {
+        ConnectorConfig::Routing(r) => {
+            let targets: HashMap<String, Arc<dyn SpanSink>> = graph
+                .pipelines_fed_by(name)
+                .iter()
+                .filter_map(|p| {
+                    built
+                        .get(&p.name)
+                        .map(|x| (p.name.clone(), x.clone() as Arc<dyn SpanSink>))
+                })
+                .collect();
+            let conn = clew_processors::routing::RoutingConnector::new(name, r.clone(), targets)
+                .map_err(|e| anyhow::anyhow!("connectors.{name}.{}: {}", e.key, e.message))?
+                .with_metrics(metrics.routing.clone());
+            metrics.has_routing.set(true);
+            Ok(Arc::new(conn))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Metrics {
+    head: HeadMetrics,
+    tail: TailMetrics,
+    baggage: clew_processors::BaggagePolicyMetrics,
+    routing: clew_processors::RoutingMetrics,
+    redaction: clew_processors::redaction::RedactionMetrics,
+    has_redaction: std::cell::Cell<bool>,
+    has_head: std::cell::Cell<bool>,
+    has_tail: std::cell::Cell<bool>,
+    has_baggage: std::cell::Cell<bool>,
+    has_routing: std::cell::Cell<bool>,
+}
+
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        if self.has_head.get() {
+            self.head.register(registry);
+        }
+        if self.has_tail.get() {
+            self.tail.register(registry);
+        }
+        if self.has_baggage.get() {
+            self.baggage.register(registry);
+        }
+        if self.has_redaction.get() {
+            self.redaction.register(registry);
+        }
+        if self.has_routing.get() {
+            self.routing.register(registry);
+        }
+    }
+}
+
+/// One pipeline's processors in order, ending in `sink`.
+fn processors(
+    p: &PipelineConfig,
+    sink: Arc<dyn SpanSink>,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<Pipeline>> {
+    let mut factories: Vec<ProcessorFactory> = Vec::new();
+    for (name, pc) in &p.processors {
+        let name = name.clone();
+        match pc {
+            ProcessorConfig::ProbabilisticSampler(c) => {
+                metrics.has_head.set(true);
+                let p = ProbabilisticSampler::with_metrics(name, c.clone(), &metrics.head);
+                factories.push(Box::new(move |_| Ok(Box::new(p) as Box<dyn Processor>)));
+            }
+            ProcessorConfig::Attributes(c) => {
+                let p = clew_processors::Attributes::new(name.clone(), (**c).clone())
+                    .map_err(|e| anyhow::anyhow!("processors.{name}.{}: {}", e.key, e.message))?;
+                factories.push(Box::new(move |_| Ok(Box::new(p) as Box<dyn Processor>)));
+            }
+            ProcessorConfig::Redaction(c) => {
+                metrics.has_redaction.set(true);
+                let p = clew_processors::redaction::Redaction::new(
+                    name.clone(),
+                    (**c).clone(),
+                    &metrics.redaction,
+                )
+                .map_err(|e| anyhow::anyhow!("processors.{name}.{}: {}", e.key, e.message))?;
+                factories.push(Box::new(move |_| Ok(Box::new(p) as Box<dyn Processor>)));
+            }
+            ProcessorConfig::BaggagePolicy(c) => {
+                metrics.has_baggage.set(true);
+                let p = clew_processors::BaggagePolicyProcessor::new(name.clone(), (**c).clone())
+                    .map_err(|e| anyhow::anyhow!("processors.{name}.{}: {}", e.key, e.message))?
+                    .with_metrics(metrics.baggage.clone());
+                factories.push(Box::new(move |_| Ok(Box::new(p) as Box<dyn Processor>)));
+            }
+            ProcessorConfig::TailSampling(c) => {
+                metrics.has_tail.set(true);
+                let core = TailCore::with_metrics(name.clone(), c.clone(), metrics.tail.clone())
+                    .map_err(|(k, m)| anyhow::anyhow!("processors.{name}.{k}: {m}"))?;
+                tracing::info!(processor = %name, shards = core.num_shards(), "tail sampling on");
+                factories.push(Box::new(move |down| {
+                    Ok(Box::new(TailSampler::start(core, down)) as Box<dyn Processor>)
+                }));
+            }
+        }
+    }
+    let p = Pipeline::build(factories, sink).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Arc::new(p))
+}
