@@ -399,7 +399,7 @@ async fn tls_and_mutual_tls_for_both_protocols() {
     let (dir, metrics, _registry) = setup();
     let ca = common::certs::Ca::new("test CA");
     let server = ca.server();
-    let client = ca.leaf("exporter", &["exporter"], true);
+    let client = ca.leaf("exporter", &["exporter"], true, false);
     let p = dir.path();
     let settings = TlsServerSettings {
         cert_file: Some(common::certs::write(p, "server.pem", &server.cert)),

@@ -181,48 +181,11 @@ pub(crate) fn retry_after_secs(d: Duration) -> u64 {
     secs.max(1)
 }
 
-/// The `google.rpc` messages used in error bodies, declared here because no dependency ships them
-/// with prost derives.
+/// Error bodies: the `google.rpc` messages (`clew_model::rpc`) built for OTLP answers.
 pub(crate) mod rpc {
     use std::time::Duration;
 
-    pub const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
-
-    /// `google.rpc.Status`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Status {
-        #[prost(int32, tag = "1")]
-        pub code: i32,
-        #[prost(string, tag = "2")]
-        pub message: String,
-        #[prost(message, repeated, tag = "3")]
-        pub details: Vec<Any>,
-    }
-
-    /// `google.protobuf.Any`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Any {
-        #[prost(string, tag = "1")]
-        pub type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        pub value: Vec<u8>,
-    }
-
-    /// `google.rpc.RetryInfo`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        pub retry_delay: Option<ProtoDuration>,
-    }
-
-    /// `google.protobuf.Duration`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ProtoDuration {
-        #[prost(int64, tag = "1")]
-        pub seconds: i64,
-        #[prost(int32, tag = "2")]
-        pub nanos: i32,
-    }
+    pub use clew_model::rpc::*;
 
     pub fn status(code: i32, message: &str, retry_after: Option<Duration>) -> Status {
         let details = retry_after

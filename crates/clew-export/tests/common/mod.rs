@@ -2,6 +2,8 @@
 //! a test can script, and which can be stopped and restarted on the same ports.
 #![allow(dead_code)]
 
+/// The one test-certificate helper of the real-binary suites.
+#[path = "../../../clew/tests/common/certs.rs"]
 pub mod certs;
 
 use axum::body::Bytes;
