@@ -257,6 +257,7 @@ mod tests {
                 start_unix_nano: Some(1_700_000_000_000_000_000),
                 end_unix_nano: Some(1_700_000_001_500_000_000),
                 limit: 7,
+                conditions: vec![],
             }
         );
         let camel = parse(

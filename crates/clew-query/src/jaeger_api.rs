@@ -422,6 +422,7 @@ mod tests {
                 start_unix_nano: Some(1_000_000),
                 end_unix_nano: Some(2_000_000),
                 limit: 5,
+                conditions: vec![],
             }
         );
         assert_eq!(parse("").expect("empty is fine"), SearchQuery::default());

@@ -432,6 +432,7 @@ async fn search_and_params_reach_the_store() {
                 start_unix_nano: Some(1_000_000),
                 end_unix_nano: Some(2_000_000),
                 limit: 1,
+                conditions: vec![],
             }
         )]
     );

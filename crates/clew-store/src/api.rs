@@ -20,6 +20,72 @@ pub struct SearchQuery {
     pub end_unix_nano: Option<u64>,
     /// Maximum number of traces; 0 means the default (20).
     pub limit: usize,
+    /// Typed conditions (TraceQL's spanset filters, pushed down): all must hold on the same span,
+    /// together with the fields above. The store must never drop a span that satisfies them (no
+    /// false negatives); callers that need exact trace-level answers (TraceQL) re-check the whole
+    /// trace, so a store may evaluate a condition it cannot push down more loosely.
+    pub conditions: Vec<SpanCondition>,
+}
+
+/// Where an attribute is looked up: TraceQL's `span.`, `resource.` and unscoped `.` (span first,
+/// then resource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttrScope {
+    Span,
+    Resource,
+    Any,
+}
+
+/// What a [`SpanCondition`] looks at.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpanField {
+    /// Span name.
+    Name,
+    /// OTLP status code number (0 unset, 1 ok, 2 error).
+    Status,
+    StatusMessage,
+    /// OTLP span kind number (0 unspecified … 5 consumer).
+    Kind,
+    /// End minus start, nanoseconds.
+    Duration,
+    /// `resource.service.name`.
+    ServiceName,
+    Attribute { scope: AttrScope, key: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    /// Regex, anchored at both ends as in TraceQL (`=~`).
+    Regex,
+    NotRegex,
+    /// The field is present (TraceQL `!= nil`); `value` is ignored.
+    Exists,
+    /// The field is absent (TraceQL `= nil`); `value` is ignored.
+    NotExists,
+}
+
+/// A typed literal. Ints and doubles compare with each other numerically; a string never equals a
+/// number (TraceQL's typing), and `Ne` on a missing field is false.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagValue {
+    String(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+}
+
+/// One typed condition on a span's field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanCondition {
+    pub field: SpanField,
+    pub op: CompareOp,
+    pub value: TagValue,
 }
 
 impl SearchQuery {
@@ -91,4 +157,25 @@ pub trait TraceReader: Send + Sync + 'static {
         start_unix_nano: u64,
         end_unix_nano: u64,
     ) -> Result<Vec<DependencyLink>, StoreError>;
+    /// Attribute keys seen in `scope` (`Any` = span and resource), sorted, for spans in the
+    /// optional time range (Unix nanoseconds). Tempo's tag-name endpoints and autocomplete.
+    async fn tag_names(
+        &self,
+        _tenant: &Tenant,
+        _scope: AttrScope,
+        _range: Option<(u64, u64)>,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Distinct values of one attribute key in `scope`, typed, at most `limit` (0 = no limit).
+    async fn tag_values(
+        &self,
+        _tenant: &Tenant,
+        _scope: AttrScope,
+        _key: &str,
+        _range: Option<(u64, u64)>,
+        _limit: usize,
+    ) -> Result<Vec<TagValue>, StoreError> {
+        Ok(Vec::new())
+    }
 }

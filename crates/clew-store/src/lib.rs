@@ -10,7 +10,10 @@
 
 pub mod api;
 
-pub use api::{DependencyLink, Operation, SearchQuery, TraceHit, TraceReader};
+pub use api::{
+    AttrScope, CompareOp, DependencyLink, Operation, SearchQuery, SpanCondition, SpanField, TagValue,
+    TraceHit, TraceReader,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::StoreMetrics;
 pub use retention::{RetentionPolicy, DEFAULT_RETENTION};
