@@ -50,8 +50,8 @@ async function startClew(configBody, files = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'clew-sampling-'));
   dirs.push(dir);
   for (const [name, body] of Object.entries(files)) writeFileSync(join(dir, name), body);
-  const [grpc, http, zipkin, query, sampling] = await Promise.all(
-    [0, 0, 0, 0, 0].map(() => freePort()),
+  const [grpc, http, zipkin, query, sampling, tempo] = await Promise.all(
+    [0, 0, 0, 0, 0, 0].map(() => freePort()),
   );
   // No config body: Clew's defaults, only the listen addresses moved to free ports.
   const configArgs = [];
@@ -70,6 +70,7 @@ async function startClew(configBody, files = {}) {
       '--otlp-http-endpoint', `127.0.0.1:${http}`,
       '--zipkin-endpoint', `127.0.0.1:${zipkin}`,
       '--query-endpoint', `127.0.0.1:${query}`,
+      '--tempo-endpoint', `127.0.0.1:${tempo}`,
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );

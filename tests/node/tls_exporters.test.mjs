@@ -76,7 +76,7 @@ const urls = {};
 before(async () => {
   assert.ok(BIN, 'set CLEW_BIN to the clew binary');
   dir = mkdtempSync(join(tmpdir(), 'clew-tls-'));
-  const [grpc, http, zipkin, query, sampling] = await Promise.all([0, 0, 0, 0, 0].map(() => freePort()));
+  const [grpc, http, zipkin, query, sampling, tempo] = await Promise.all([0, 0, 0, 0, 0, 0].map(() => freePort()));
   const tls = `{cert_file: ${join(CERTS, 'server.pem')}, key_file: ${join(CERTS, 'server-key.pem')}, client_ca_file: ${join(CERTS, 'ca.pem')}}`;
   const cfg = join(dir, 'clew.yaml');
   writeFileSync(
@@ -88,6 +88,7 @@ before(async () => {
       http: {endpoint: 127.0.0.1:${http}, tls: ${tls}}
   zipkin: {endpoint: 127.0.0.1:${zipkin}, tls: ${tls}}
 query: {endpoint: 127.0.0.1:${query}, tls: ${tls}}
+tempo: {endpoint: 127.0.0.1:${tempo}, tls: ${tls}}
 extensions:
   jaeger_remote_sampling:
     http: {endpoint: 127.0.0.1:${sampling}, tls: ${tls}}

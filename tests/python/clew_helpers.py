@@ -56,9 +56,10 @@ class ClewServer:
 
     def _pick_ports(self) -> None:
         ports: set[int] = set()
-        while len(ports) < 5:
+        while len(ports) < 6:
             ports.add(free_port())
-        self.grpc_port, self.http_port, self.zipkin_port, self.query_port, self.sampling_port = sorted(ports)
+        (self.grpc_port, self.http_port, self.zipkin_port, self.query_port, self.sampling_port,
+         self.tempo_port) = sorted(ports)
 
     # -- addresses ---------------------------------------------------------------------------------
     @property
@@ -81,6 +82,11 @@ class ClewServer:
     def sampling_url(self) -> str:
         return f"http://127.0.0.1:{self.sampling_port}"
 
+    @property
+    def tempo_url(self) -> str:
+        """The Tempo HTTP API (Grafana's Tempo data source)."""
+        return f"http://127.0.0.1:{self.tempo_port}"
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def command(self) -> list[str]:
         return [
@@ -92,6 +98,7 @@ class ClewServer:
             "--zipkin-endpoint", f"127.0.0.1:{self.zipkin_port}",
             "--query-endpoint", f"127.0.0.1:{self.query_port}",
             "--sampling-endpoint", f"127.0.0.1:{self.sampling_port}",
+            "--tempo-endpoint", f"127.0.0.1:{self.tempo_port}",
             *self.extra_args,
         ]
 

@@ -11,6 +11,7 @@
 mod load;
 mod proc_stat;
 mod query;
+mod redaction_cost;
 mod servers;
 mod storage_cost;
 mod workload;
@@ -195,6 +196,25 @@ enum Cmd {
         /// Connections while building the two stores.
         #[arg(long, default_value_t = 4)]
         build_connections: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// What the full `redaction` rule set costs ingest: alternating runs of the same load
+    /// against Clew without processors and with the rule set; spans per CPU-second of each.
+    RedactionCost {
+        #[arg(long, default_value = "target/release/clew")]
+        clew_bin: PathBuf,
+        /// Runs per mode and protocol (alternating).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, value_delimiter = ',', default_value = "grpc")]
+        protocols: Vec<Protocol>,
+        #[arg(long, default_value = "target/bench-data/redaction")]
+        work_dir: PathBuf,
+        #[command(flatten)]
+        drive: DriveArgs,
+        #[command(flatten)]
+        pool: PoolArgs,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -517,6 +537,26 @@ async fn main() -> anyhow::Result<()> {
                 build_connections,
             };
             let report = storage_cost::encryption_cost(args, pool).await?;
+            write_json(&json, report)?;
+        }
+        Cmd::RedactionCost {
+            clew_bin,
+            rounds,
+            protocols,
+            work_dir,
+            drive,
+            pool,
+            json,
+        } => {
+            let pool = pool.build();
+            let args = redaction_cost::RedactionCostArgs {
+                clew_bin,
+                rounds,
+                protocols,
+                work_dir,
+                drive,
+            };
+            let report = redaction_cost::redaction_cost(args, pool).await?;
             write_json(&json, report)?;
         }
         Cmd::TierLookup {

@@ -229,6 +229,18 @@ pub async fn trace_lookups(
     })
 }
 
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters kept).
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -286,7 +298,7 @@ pub async fn query_run(
         "query: trace by id (no time range): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms over {lookups} lookups; {missing} incomplete"
     );
 
-    let shapes: [(&str, String); 3] = [
+    let shapes: [(&str, String); 4] = [
         (
             "one attribute, frequent (http.route=/payment/charge), limit 20",
             r#"/api/traces?tags=%7B%22http.route%22%3A%22%2Fpayment%2Fcharge%22%7D&limit=20&lookback=24h"#.to_string(),
@@ -298,6 +310,12 @@ pub async fn query_run(
         (
             "one attribute, very rare (client.address=10.4.3.7), limit 20",
             r#"/api/traces?tags=%7B%22client.address%22%3A%2210.4.3.7%22%7D&limit=20&lookback=24h"#.to_string(),
+        ),
+        // A value no span has (an address never seen): what a block's attribute-value filter
+        // answers without reading the block.
+        (
+            "one attribute, absent (client.address=10.99.99.99), limit 20",
+            r#"/api/traces?tags=%7B%22client.address%22%3A%2210.99.99.99%22%7D&limit=20&lookback=24h"#.to_string(),
         ),
     ];
     let mut search_results = Vec::new();
@@ -327,9 +345,76 @@ pub async fn query_run(
             json!({"search": what, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "traces": found}),
         );
     }
+    // Tempo-shaped reads (TraceQL search, tag autocomplete) on the Tempo listener (else under
+    // `/tempo` on the query port): recorded with their HTTP status, so a server without the Tempo
+    // API still measures the rest.
+    let tempo_base = server
+        .tempo
+        .as_ref()
+        .map(|t| format!("http://{t}"))
+        .unwrap_or_else(|| format!("{base}/tempo"));
+    let tempo_shapes: [(&str, String); 5] = [
+        (
+            "TraceQL, one dedicated attribute { span.http.route = \"/payment/charge\" }, limit 20",
+            format!(
+                "/api/search?q={}&limit=20",
+                url_encode(r#"{ span.http.route = "/payment/charge" }"#)
+            ),
+        ),
+        (
+            "TraceQL, one generic attribute { span.client.address = \"10.4.3.7\" }, limit 20",
+            format!(
+                "/api/search?q={}&limit=20",
+                url_encode(r#"{ span.client.address = "10.4.3.7" }"#)
+            ),
+        ),
+        (
+            "TraceQL, structural { resource.service.name = \"frontend\" } >> { span.db.system.name = \"postgresql\" }, limit 20",
+            format!(
+                "/api/search?q={}&limit=20",
+                url_encode(
+                    r#"{ resource.service.name = "frontend" } >> { span.db.system.name = "postgresql" }"#
+                )
+            ),
+        ),
+        (
+            "tag names, all scopes (/api/v2/search/tags)",
+            "/api/v2/search/tags".to_string(),
+        ),
+        (
+            "tag values of span.http.route (/api/v2/search/tag/span.http.route/values)",
+            "/api/v2/search/tag/span.http.route/values".to_string(),
+        ),
+    ];
+    let mut tempo_results = Vec::new();
+    for (what, path) in tempo_shapes {
+        let mut t = Vec::new();
+        let mut last_status = 0u16;
+        for _ in 0..searches {
+            let t0 = Instant::now();
+            let resp = client.get(format!("{tempo_base}{path}")).send().await?;
+            last_status = resp.status().as_u16();
+            let _ = resp.bytes().await?;
+            t.push(t0.elapsed().as_secs_f64() * 1000.0);
+            if last_status != 200 {
+                break;
+            }
+        }
+        if last_status != 200 {
+            println!("query: {what}: HTTP {last_status}, not measured");
+            tempo_results.push(json!({"query": what, "status": last_status}));
+            continue;
+        }
+        let (p50, p99, max) = Timings(t).summary();
+        println!("query: {what}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+        tempo_results.push(
+            json!({"query": what, "status": 200, "p50_ms": p50, "p99_ms": p99, "max_ms": max}),
+        );
+    }
     server.stop()?;
     Ok(json!({
         "trace_by_id": {"p50_ms": p50, "p99_ms": p99, "max_ms": max, "lookups": lookups, "incomplete": missing},
         "search": search_results,
+        "tempo": tempo_results,
     }))
 }

@@ -16,6 +16,8 @@ pub struct Server {
     pub grpc: String,
     pub http: String,
     pub query: Option<String>,
+    /// The Tempo HTTP API (`/api/search?q=` TraceQL searches).
+    pub tempo: Option<String>,
 }
 
 impl Server {
@@ -88,7 +90,8 @@ pub fn start_clew_env(
     log: &Path,
     env: &[(&str, &str)],
 ) -> anyhow::Result<Server> {
-    let (g, h, z, q, sp) = (
+    let (g, h, z, q, sp, tp) = (
+        free_port()?,
         free_port()?,
         free_port()?,
         free_port()?,
@@ -108,7 +111,9 @@ pub fn start_clew_env(
         .arg("--query-endpoint")
         .arg(format!("127.0.0.1:{q}"))
         .arg("--sampling-endpoint")
-        .arg(format!("127.0.0.1:{sp}"));
+        .arg(format!("127.0.0.1:{sp}"))
+        .arg("--tempo-endpoint")
+        .arg(format!("127.0.0.1:{tp}"));
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
@@ -129,6 +134,7 @@ pub fn start_clew_env(
         grpc: format!("127.0.0.1:{g}"),
         http: format!("127.0.0.1:{h}"),
         query: Some(query),
+        tempo: Some(format!("127.0.0.1:{tp}")),
     })
 }
 
@@ -159,6 +165,7 @@ pub fn start_rotel(bin: &Path, log: &Path) -> anyhow::Result<Server> {
         grpc: format!("127.0.0.1:{g}"),
         http: format!("127.0.0.1:{h}"),
         query: None,
+        tempo: None,
     })
 }
 

@@ -26,6 +26,9 @@
 //!   `open(&Envelope)` (bounded, TTL'd cache of unwrapped keys), `wal_key(tenant)` /
 //!   `roll_wal_keys()` (one WAL key per tenant per segment), `rewrap`, `check`, `register`
 //!   (Prometheus counters).
+//! * [`secrets::SecretStore`]: named, versioned 32-byte secrets (the redaction processor's HMAC
+//!   keys with `hash_key_source: key_provider`), stored only as envelopes wrapped for the reserved
+//!   tenant [`secrets::SECRETS_TENANT`].
 //! * [`testkit`] (feature `testkit`): a real moto server on loopback for KMS/S3 tests.
 //!
 //! ## Typical store use
@@ -52,6 +55,7 @@ pub mod local;
 mod manager;
 mod provider;
 pub mod sealed;
+pub mod secrets;
 mod sigv4;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -288,9 +288,21 @@ fn partial(resp: ExportTraceServiceResponse) -> SendOutcome {
     }
 }
 
-/// `Retry-After`: delay-seconds (an HTTP date is not honoured: the backoff applies).
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date (IMF-fixdate, or the
+/// obsolete RFC 850 / asctime forms), turned into the time left until then. A date in the past
+/// means "now" (zero), not "no hint".
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after_at(v, std::time::SystemTime::now())
+}
+
+/// [`parse_retry_after`] relative to `now` (so a test can pin the clock).
+pub fn parse_retry_after_at(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// OTLP/HTTP: 2xx sent (partial success in the body), 429/502/503/504 retryable, anything else

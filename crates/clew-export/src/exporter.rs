@@ -4,7 +4,7 @@
 use crate::client::{Client, SendOutcome};
 use crate::config::{OtlpExporterConfig, Protocol, RetryConfig};
 use crate::metrics::{ExporterLabels, ExporterMetrics, FailedLabels};
-use crate::queue::{Lease, PushError, Queue, QueueOptions};
+use crate::queue::{Lease, OpenReport, PushError, Queue, QueueOptions};
 use crate::ExportError;
 use bytes::Bytes;
 use clew_model::otlp::collector::ExportTraceServiceRequest;
@@ -43,6 +43,9 @@ impl OtlpExporter {
     /// Opens the sending queue (`{data_dir}/queue/{name}` unless configured), recovering what a
     /// previous run left, and starts the consumers (which send it first). `name` is the
     /// exporter's id in the configuration (`otlp/back`), used in metrics, logs and errors.
+    ///
+    /// The queue is not encrypted: a queue holding sealed records fails to open. Use
+    /// [`Self::start_with_keys`] with `storage.encryption`'s key manager to seal it.
     pub fn start(
         name: &str,
         protocol: Protocol,
@@ -51,21 +54,74 @@ impl OtlpExporter {
         metrics: &ExporterMetrics,
     ) -> Result<Arc<Self>, ExportError> {
         let client = Client::new(name, protocol, cfg)?;
+        let queue = match Self::queue_options(name, cfg, data_dir)? {
+            Some(opts) => Some(Queue::open(opts)?),
+            None => None,
+        };
+        Ok(Self::run(name, client, cfg, metrics, queue))
+    }
+
+    /// [`Self::start`], sealing the sending queue with `keys` (`storage.encryption`) when given:
+    /// every queued batch is encrypted under a per-tenant data key wrapped by the key provider;
+    /// plaintext records an older run left are still sent. A KMS outage makes `consume` fail
+    /// retryably (`Overloaded`), never write plaintext.
+    pub async fn start_with_keys(
+        name: &str,
+        protocol: Protocol,
+        cfg: &OtlpExporterConfig,
+        data_dir: &Path,
+        metrics: &ExporterMetrics,
+        keys: Option<Arc<clew_encryption::KeyManager>>,
+    ) -> Result<Arc<Self>, ExportError> {
+        let client = Client::new(name, protocol, cfg)?;
+        let queue = match Self::queue_options(name, cfg, data_dir)? {
+            Some(opts) => Some(Queue::open_with_keys(opts, keys).await?),
+            None => None,
+        };
+        Ok(Self::run(name, client, cfg, metrics, queue))
+    }
+
+    fn queue_options(
+        name: &str,
+        cfg: &OtlpExporterConfig,
+        data_dir: &Path,
+    ) -> Result<Option<QueueOptions>, ExportError> {
+        let qc = &cfg.sending_queue;
+        if !qc.enabled {
+            return Ok(None);
+        }
+        if qc.num_consumers == 0 {
+            return Err(ExportError::Config {
+                key: format!("exporters.{name}.sending_queue.num_consumers"),
+                message: "must be at least 1".into(),
+            });
+        }
+        let dir = cfg.queue_dir(name, data_dir);
+        let mut opts = QueueOptions::new(dir, qc.storage.max_bytes);
+        opts.max_items = qc.queue_size;
+        Ok(Some(opts))
+    }
+
+    fn run(
+        name: &str,
+        client: Client,
+        cfg: &OtlpExporterConfig,
+        metrics: &ExporterMetrics,
+        opened: Option<(Arc<Queue>, OpenReport)>,
+    ) -> Arc<Self> {
         let labels = ExporterLabels {
             exporter: name.to_string(),
         };
         let qc = &cfg.sending_queue;
-        let queue = if qc.enabled {
-            if qc.num_consumers == 0 {
-                return Err(ExportError::Config {
-                    key: format!("exporters.{name}.sending_queue.num_consumers"),
-                    message: "must be at least 1".into(),
-                });
+        let queue = if let Some((queue, report)) = opened {
+            if report.unreadable_records > 0 {
+                tracing::warn!(
+                    exporter = name,
+                    dir = %queue.dir().display(),
+                    batches = report.unreadable_records,
+                    "queued batches whose data key is gone (crypto-shredded tenant?) will be skipped, not sent"
+                );
             }
-            let dir = cfg.queue_dir(name, data_dir);
-            let mut opts = QueueOptions::new(dir, qc.storage.max_bytes);
-            opts.max_items = qc.queue_size;
-            let (queue, report) = Queue::open(opts)?;
             if report.pending_records > 0 || report.truncated_bytes > 0 {
                 tracing::info!(
                     exporter = name,
@@ -104,11 +160,11 @@ impl OtlpExporter {
                 tasks.push(tokio::spawn(consumer(inner, rx)));
             }
         }
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             inner,
             stop,
             tasks: Mutex::new(tasks),
-        }))
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -391,6 +447,14 @@ impl SpanSink for OtlpExporter {
                             "exporter {}: sending queue write failed: {m}",
                             inner.name
                         )),
+                        // A KMS outage: the client retries; nothing was queued in plaintext.
+                        PushError::KeyUnavailable { .. } => SinkError::Overloaded {
+                            retry_after: FULL_RETRY_AFTER,
+                            reason: format!("exporter {}: {e}", inner.name),
+                        },
+                        PushError::Key { .. } => {
+                            SinkError::Internal(format!("exporter {}: {e}", inner.name))
+                        }
                     }
                 })
             }

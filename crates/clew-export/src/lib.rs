@@ -6,8 +6,8 @@
 //! acknowledged survives a downstream outage and a restart, and drains in order); and `debug`,
 //! which logs spans. Every exporter is a `SpanSink`.
 //!
-//! May depend on: `clew-model`, `clew-security` (outgoing TLS), gRPC/HTTP client crates. Must not
-//! depend on receivers, the store or the query room.
+//! May depend on: `clew-model`, `clew-security` (outgoing TLS), `clew-encryption` (sealing the
+//! queue), gRPC/HTTP client crates. Must not depend on receivers, the store or the query room.
 //!
 //! ## Configuration (the Collector's keys; unknown keys are errors)
 //!
@@ -65,12 +65,17 @@
 //! Retryable: gRPC `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE`, `UNAVAILABLE`,
 //! `DATA_LOSS`, and `RESOURCE_EXHAUSTED` with a `RetryInfo`; HTTP 429, 502, 503, 504; connection
 //! errors and timeouts. The wait is the jittered exponential backoff, at least the server's
-//! `RetryInfo.retry_delay` / `Retry-After` (seconds). Too large (HTTP 413, gRPC `OUT_OF_RANGE`
+//! `RetryInfo.retry_delay` / `Retry-After` (delta-seconds or an HTTP-date). Too large (HTTP 413, gRPC `OUT_OF_RANGE`
 //! "too large", `RESOURCE_EXHAUSTED` without `RetryInfo`): a merged request is resent batch by
 //! batch. Everything else is permanent: the batch is dropped, logged and counted
 //! (`clew_exporter_send_failed_spans_total{reason="permanent"}`).
 //! OTLP partial success is logged and its rejected spans counted (`reason="partial"`).
 //! With one consumer, a retried batch holds back the ones behind it: order is kept.
+//!
+//! With `storage.encryption` ([`OtlpExporter::start_with_keys`]) every queued batch is sealed
+//! (AES-256-GCM under a per-tenant, per-segment data key wrapped by the key provider; see
+//! [`queue`]); a KMS outage makes `consume` return `Overloaded`, never write plaintext. The queue
+//! directory is locked while open: a second process on it fails with [`queue::QueueError::Locked`].
 //!
 //! [`OtlpExporter::shutdown`] stops the consumers (an attempt in flight is abandoned and stays
 //! queued) and closes the queue; what is queued stays on disk for the next start.
@@ -90,7 +95,10 @@ mod exporter;
 pub mod metrics;
 pub mod queue;
 
-pub use client::{classify_grpc, classify_http, parse_retry_after, retry_info, rpc, SendOutcome};
+pub use client::{
+    classify_grpc, classify_http, parse_retry_after, parse_retry_after_at, retry_info, rpc,
+    SendOutcome,
+};
 pub use config::{
     Compression, DebugConfig, ExporterTls, OtlpExporterConfig, Protocol, QueueConfig, QueueStorage,
     RetryConfig, Verbosity,

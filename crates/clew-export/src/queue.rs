@@ -1,9 +1,21 @@
 //! The durable sending queue: numbered segment files of framed records in one directory, plus a
 //! durable read cursor.
 //!
-//! * Segment `{n:016}.seg`: records `[len: u32 LE][crc32: u32 LE][body]` (CRC IEEE over the body),
-//!   body = `[version: u8 = 1][tenant_len: u16 LE][tenant][span_count: u32 LE][ExportTraceServiceRequest
-//!   protobuf]`. Records are never rewritten; a segment is deleted once the cursor has passed it.
+//! * Segment `{n:016}.seg`: records `[len: u32 LE][crc32: u32 LE][body]` (CRC IEEE over the body
+//!   as stored), body = `[version: u8][tenant_len: u16 LE][tenant]…`:
+//!   * version 1 — plaintext batch: `…[span_count: u32 LE][ExportTraceServiceRequest protobuf]`;
+//!     written without `storage.encryption` (and by older Clew); always read.
+//!   * version 2 — sealed batch: `…[span_count: u32 LE][key id: 16][sealed]`, `sealed` =
+//!     [`clew_encryption::seal_record`]`(data key, AAD = the clear header before it, protobuf)`
+//!     (AES-256-GCM), so a record moved to another tenant or key does not open.
+//!   * version 3 — key declaration: `…[key id: 16][envelope JSON]`: the data key wrapped by the
+//!     tenant's key-encryption key (no key material, no span data). The writer puts one before
+//!     the first record of each key in each segment, so a segment is readable on its own.
+//!
+//!   Tenant name and span count stay in clear (they pick the key and size the report; not span
+//!   data). Records are never rewritten; a segment is deleted once the cursor has passed it.
+//! * `lock`: an exclusive advisory lock (`flock`) held while the queue is open, so a second Clew
+//!   on the same data dir fails to start instead of interleaving appends and cursors.
 //! * `cursor`: two 32-byte slots, `["CLQC"][seq: u64 LE][segment: u64 LE][offset: u64 LE][crc32 of
 //!   the 28 bytes before: u32 LE]`, written alternately (slot `seq % 2`) and `fdatasync`ed: a torn
 //!   write spoils one slot, the other still holds the previous position. The valid slot with the
@@ -18,9 +30,20 @@
 //! Opening scans every segment from the cursor on: a record whose framing is broken (torn write,
 //! bit flip, garbage) is cut off with the rest of its segment, with a warning; a checksummed
 //! record of an unknown version refuses to open (written by a newer Clew: never drop it silently).
+//!
+//! Encryption ([`QueueOptions::keys`], from `storage.encryption`): every new batch is sealed in
+//! the appending task under its tenant's current queue data key (one per tenant per segment,
+//! generated through the key provider; the writer rolls them when it starts a segment). No key
+//! (a KMS outage) refuses the append with [`PushError::KeyUnavailable`] (retryable) — never a
+//! plaintext write. [`Queue::open_with_keys`] reads the declarations, unwraps them once, and
+//! then drains plaintext (older) and sealed records alike; records whose key is gone
+//! (crypto-shredded tenant) are skipped and counted. Sealed records or declarations found without
+//! keys configured fail [`Queue::open`] with [`QueueError::EncryptionRequired`].
 
+use clew_encryption::sealed::record::RecordKey;
+use clew_encryption::{Envelope, KeyError, KeyManager};
 use clew_model::Tenant;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -32,8 +55,19 @@ use tokio::sync::{oneshot, watch};
 
 /// `[len][crc]`.
 pub const HEADER_LEN: usize = 8;
-/// The only body version this build writes and reads.
+/// Body version of a plaintext batch record.
 pub const VERSION: u8 = 1;
+/// Body version of a sealed batch record.
+pub const VERSION_SEALED: u8 = 2;
+/// Body version of a key declaration.
+pub const VERSION_KEY: u8 = 3;
+/// Length of a queue data key's id.
+pub const KEY_ID_LEN: usize = 16;
+/// The random id naming a queue data key.
+pub type KeyId = [u8; KEY_ID_LEN];
+const LOCK_FILE: &str = "lock";
+/// The configuration key named in errors about encryption.
+const CONFIG_KEY: &str = "storage.encryption";
 /// A record larger than this is treated as corruption when read.
 pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 /// Upper bound on bytes written per group commit.
@@ -57,11 +91,26 @@ pub enum QueueError {
         #[source]
         source: io::Error,
     },
-    #[error("sending queue {path} at offset {offset}: record version {version} is unknown to this build (it reads version {VERSION}); it was probably written by a newer Clew — run that version, or move the queue directory aside")]
+    #[error("sending queue {path} at offset {offset}: record version {version} is unknown to this build (it reads versions 1 to {VERSION_KEY}); it was probably written by a newer Clew — run that version, or move the queue directory aside")]
     UnknownVersion {
         path: String,
         offset: u64,
         version: u8,
+    },
+    /// Another process (or another open in this one) holds the queue directory.
+    #[error("sending queue {path} is locked by another process (another Clew using the same data dir or sending_queue.storage.directory?); stop it, or give this one its own directory")]
+    Locked { path: String },
+    /// Sealed records on disk but no `storage.encryption` configured.
+    #[error("sending queue {path} holds encrypted records ({records} sealed records and key declarations) but `{CONFIG_KEY}` is not configured; configure it with the key provider that wrote them (see docs/encryption-at-rest.md), or move the queue directory aside")]
+    EncryptionRequired { path: String, records: usize },
+    /// A declared queue data key cannot be unwrapped at start-up (provider unreachable, access
+    /// denied, corrupt envelope). A key that is gone (crypto-shredded tenant) is not an error.
+    #[error("sending queue {path}: cannot unwrap the data key of tenant {tenant:?} at start-up ({key}): {message}; nothing was dropped: start again once the key provider answers")]
+    Key {
+        path: String,
+        tenant: String,
+        key: &'static str,
+        message: String,
     },
 }
 
@@ -85,6 +134,13 @@ pub enum PushError {
     Closed,
     #[error("sending queue write failed: {0}")]
     Io(String),
+    /// Encryption is on but no data key can be had now (KMS outage): retry later. Nothing was
+    /// written (spans are never queued unencrypted).
+    #[error("no sending-queue data key for tenant {tenant:?} (spans are never queued unencrypted): {message}")]
+    KeyUnavailable { tenant: String, message: String },
+    /// Encryption is on and the provider refuses for good (key gone, access denied, config).
+    #[error("sending-queue data key for tenant {tenant:?} refused: {message}")]
+    Key { tenant: String, message: String },
 }
 
 /// Framing problems (a torn or corrupt tail).
@@ -100,24 +156,94 @@ pub enum FrameError {
     Version(u8),
     #[error("record body malformed: {0}")]
     Malformed(String),
+    #[error("sealed record does not open: {0}")]
+    Seal(String),
+    #[error("no key declared for sealed record (key {0})")]
+    NoKey(String),
 }
 
-/// Encodes one record (header included).
-pub fn encode_record(tenant: &Tenant, spans: u64, payload: &[u8]) -> Vec<u8> {
-    let t = tenant.as_str().as_bytes();
-    let mut out = Vec::with_capacity(HEADER_LEN + 1 + 2 + t.len() + 4 + payload.len());
+/// `[len][crc]` placeholder + `[version][tenant_len][tenant]`.
+fn start_record(version: u8, tenant: &str, capacity: usize) -> Vec<u8> {
+    let t = tenant.as_bytes();
+    let mut out = Vec::with_capacity(HEADER_LEN + 1 + 2 + t.len() + capacity);
     out.extend_from_slice(&[0; HEADER_LEN]);
-    out.push(VERSION);
+    out.push(version);
     // Tenant names are at most 64 bytes (clew_model::tenant::MAX_TENANT_LEN).
     out.extend_from_slice(&(t.len().min(u16::MAX as usize) as u16).to_le_bytes());
     out.extend_from_slice(t);
-    out.extend_from_slice(&(spans.min(u32::MAX as u64) as u32).to_le_bytes());
-    out.extend_from_slice(payload);
+    out
+}
+
+/// Fills in `[len][crc]` once the body is complete.
+fn finish_record(mut out: Vec<u8>) -> Vec<u8> {
     let body_len = (out.len() - HEADER_LEN) as u32;
     out[..4].copy_from_slice(&body_len.to_le_bytes());
     let crc = crc32fast::hash(&out[HEADER_LEN..]);
     out[4..8].copy_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// Encodes one plaintext (version 1) record (header included).
+pub fn encode_record(tenant: &Tenant, spans: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = start_record(VERSION, tenant.as_str(), 4 + payload.len());
+    out.extend_from_slice(&(spans.min(u32::MAX as u64) as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    finish_record(out)
+}
+
+/// Encodes one sealed (version 2) record under `key`, named `key_id`.
+pub fn encode_sealed(
+    tenant: &Tenant,
+    spans: u64,
+    payload: &[u8],
+    key_id: &KeyId,
+    key: &RecordKey,
+) -> Vec<u8> {
+    let mut out = start_record(
+        VERSION_SEALED,
+        tenant.as_str(),
+        4 + KEY_ID_LEN + payload.len() + clew_encryption::sealed::record::OVERHEAD,
+    );
+    out.extend_from_slice(&(spans.min(u32::MAX as u64) as u32).to_le_bytes());
+    out.extend_from_slice(key_id);
+    let sealed = key.seal(&out[HEADER_LEN..], payload);
+    out.extend_from_slice(&sealed);
+    finish_record(out)
+}
+
+/// Encodes a key declaration (version 3): the envelope of `key_id`, no key material.
+pub fn encode_key(tenant: &str, key_id: &KeyId, envelope: &Envelope) -> Vec<u8> {
+    let json = envelope.to_json();
+    let mut out = start_record(VERSION_KEY, tenant, KEY_ID_LEN + json.len());
+    out.extend_from_slice(key_id);
+    out.extend_from_slice(&json);
+    finish_record(out)
+}
+
+/// A checked record body, parsed.
+#[derive(Debug)]
+pub enum Body<'a> {
+    /// Version 1.
+    Plain {
+        tenant: Tenant,
+        spans: u64,
+        payload: &'a [u8],
+    },
+    /// Version 2: open with the key named `key_id`.
+    Sealed {
+        tenant: Tenant,
+        spans: u64,
+        key_id: KeyId,
+        /// The clear header: the record's AAD.
+        aad: &'a [u8],
+        sealed: &'a [u8],
+    },
+    /// Version 3.
+    Key {
+        tenant: Tenant,
+        key_id: KeyId,
+        envelope: Envelope,
+    },
 }
 
 /// Checks the framing at the start of `data`: the body and the bytes used.
@@ -147,30 +273,93 @@ pub fn frame(data: &[u8]) -> Result<(&[u8], usize), FrameError> {
     Ok((body, need))
 }
 
-/// A record body's parts: tenant, span count, protobuf.
+/// A plaintext record body's parts: tenant, span count, protobuf (other versions are errors).
 pub fn parse_body(body: &[u8]) -> Result<(Tenant, u64, &[u8]), FrameError> {
-    let Some((&version, rest)) = body.split_first() else {
-        return Err(FrameError::Malformed("empty body".into()));
-    };
-    if version != VERSION {
-        return Err(FrameError::Version(version));
+    match parse(body)? {
+        Body::Plain {
+            tenant,
+            spans,
+            payload,
+        } => Ok((tenant, spans, payload)),
+        Body::Sealed { .. } => Err(FrameError::Version(VERSION_SEALED)),
+        Body::Key { .. } => Err(FrameError::Version(VERSION_KEY)),
     }
-    if rest.len() < 2 {
-        return Err(FrameError::Malformed("no tenant length".into()));
-    }
-    let tlen = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-    let rest = &rest[2..];
-    if rest.len() < tlen + 4 {
-        return Err(FrameError::Malformed(
-            "tenant or span count cut short".into(),
-        ));
-    }
-    let name =
-        std::str::from_utf8(&rest[..tlen]).map_err(|e| FrameError::Malformed(e.to_string()))?;
+}
+
+/// `[tenant_len][tenant]` after the version byte: the tenant and where the rest starts.
+fn tenant_of(body: &[u8]) -> Result<(Tenant, usize), FrameError> {
+    let len = body
+        .get(1..3)
+        .ok_or_else(|| FrameError::Malformed("no tenant length".into()))?;
+    let tlen = u16::from_le_bytes([len[0], len[1]]) as usize;
+    let raw = body
+        .get(3..3 + tlen)
+        .ok_or_else(|| FrameError::Malformed("tenant cut short".into()))?;
+    let name = std::str::from_utf8(raw).map_err(|e| FrameError::Malformed(e.to_string()))?;
     let tenant = Tenant::new(name).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let rest = &rest[tlen..];
-    let spans = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
-    Ok((tenant, spans, &rest[4..]))
+    Ok((tenant, 3 + tlen))
+}
+
+fn u32_at(body: &[u8], at: usize) -> Result<u64, FrameError> {
+    body.get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
+        .ok_or_else(|| FrameError::Malformed("span count cut short".into()))
+}
+
+fn key_id_at(body: &[u8], at: usize) -> Result<KeyId, FrameError> {
+    body.get(at..at + KEY_ID_LEN)
+        .and_then(|b| KeyId::try_from(b).ok())
+        .ok_or_else(|| FrameError::Malformed("key id cut short".into()))
+}
+
+/// Parses a checked body (from [`frame`]) of any known version.
+pub fn parse(body: &[u8]) -> Result<Body<'_>, FrameError> {
+    let version = *body
+        .first()
+        .ok_or_else(|| FrameError::Malformed("empty body".into()))?;
+    match version {
+        VERSION => {
+            let (tenant, at) = tenant_of(body)?;
+            let spans = u32_at(body, at)?;
+            Ok(Body::Plain {
+                tenant,
+                spans,
+                payload: &body[at + 4..],
+            })
+        }
+        VERSION_SEALED => {
+            let (tenant, at) = tenant_of(body)?;
+            let spans = u32_at(body, at)?;
+            let key_id = key_id_at(body, at + 4)?;
+            let split = at + 4 + KEY_ID_LEN;
+            Ok(Body::Sealed {
+                tenant,
+                spans,
+                key_id,
+                aad: &body[..split],
+                sealed: &body[split..],
+            })
+        }
+        VERSION_KEY => {
+            let (tenant, at) = tenant_of(body)?;
+            let key_id = key_id_at(body, at)?;
+            let envelope = Envelope::from_json(&body[at + KEY_ID_LEN..])
+                .map_err(|e| FrameError::Malformed(e.to_string()))?;
+            if envelope.tenant != tenant.as_str() {
+                return Err(FrameError::Malformed(format!(
+                    "key declaration of tenant {:?} holds an envelope of tenant {:?}",
+                    tenant.as_str(),
+                    envelope.tenant
+                )));
+            }
+            Ok(Body::Key {
+                tenant,
+                key_id,
+                envelope,
+            })
+        }
+        v => Err(FrameError::Version(v)),
+    }
 }
 
 /// Where and how big the queue is.
@@ -206,6 +395,72 @@ pub struct OpenReport {
     pub pending_bytes: u64,
     /// Bytes cut off corrupt or torn segment tails.
     pub truncated_bytes: u64,
+    /// Key declarations read (encrypted queue).
+    pub key_records: u64,
+    /// Pending sealed records that cannot be opened (key gone: crypto-shredded tenant, or no
+    /// declaration): they will be skipped, not sent.
+    pub unreadable_records: u64,
+}
+
+/// A queue data key this process seals with: the tenant's current one.
+struct SealKey {
+    id: KeyId,
+    key: Arc<RecordKey>,
+    envelope: Envelope,
+}
+
+/// A key sealed records can be opened with.
+#[derive(Clone)]
+enum KnownKey {
+    Ready(Arc<RecordKey>),
+    /// The provider says the key is gone (crypto-shredded tenant): its records are skipped.
+    Gone(String),
+}
+
+/// The queue's encryption state.
+struct QueueKeys {
+    manager: Arc<KeyManager>,
+    /// Each tenant's current sealing key; cleared when the writer starts a segment, so each
+    /// segment generation gets fresh data keys.
+    current: Mutex<HashMap<String, Arc<SealKey>>>,
+    /// Every key a live record may be sealed with, and the newest segment declaring it (keys
+    /// only declared in deleted segments are forgotten).
+    known: Mutex<HashMap<KeyId, (KnownKey, u64)>>,
+}
+
+impl QueueKeys {
+    /// The tenant's current sealing key, generated (one provider call) on first use.
+    async fn current(&self, tenant: &str) -> Result<Arc<SealKey>, PushError> {
+        if let Some(k) = lock(&self.current).get(tenant) {
+            return Ok(k.clone());
+        }
+        let dk = self.manager.new_file_key(tenant).await.map_err(|e| {
+            if e.is_retryable() {
+                PushError::KeyUnavailable {
+                    tenant: tenant.to_string(),
+                    message: e.to_string(),
+                }
+            } else {
+                PushError::Key {
+                    tenant: tenant.to_string(),
+                    message: e.to_string(),
+                }
+            }
+        })?;
+        let id: KeyId = rand::random();
+        let fresh = Arc::new(SealKey {
+            id,
+            key: Arc::new(RecordKey::new(&dk.plaintext)),
+            envelope: dk.envelope,
+        });
+        // Not yet declared in any segment: u64::MAX keeps it until the writer declares it.
+        lock(&self.known).insert(id, (KnownKey::Ready(fresh.key.clone()), u64::MAX));
+        // If another task raced us, keep the first key so records of a segment share it.
+        Ok(lock(&self.current)
+            .entry(tenant.to_string())
+            .or_insert(fresh)
+            .clone())
+    }
 }
 
 /// Consecutive records of one tenant handed to a consumer: their protobuf payloads concatenated
@@ -242,6 +497,8 @@ struct State {
     reserved_items: u64,
     cursor_seq: u64,
     cursor_file: File,
+    /// Unreadable sealed records before this position were already taken out of `used_*`.
+    skipped: Pos,
 }
 
 struct Shared {
@@ -251,10 +508,15 @@ struct Shared {
     reader: Mutex<Option<(u64, File)>>,
     /// Bumped after every commit.
     committed: watch::Sender<u64>,
+    keys: Option<QueueKeys>,
+    /// Holds the directory's advisory lock until [`Queue::close`] (or the queue is dropped).
+    dir_lock: Mutex<Option<File>>,
 }
 
 type AppendAck = oneshot::Sender<Result<(), String>>;
-type AppendTx = std_mpsc::Sender<(Vec<u8>, AppendAck)>;
+/// A record, the key it is sealed with (to declare it in the segment first), and its ack.
+type Append = (Vec<u8>, Option<Arc<SealKey>>, AppendAck);
+type AppendTx = std_mpsc::Sender<Append>;
 
 /// The durable queue. `push` returns once the record is fsynced.
 pub struct Queue {
@@ -335,11 +597,123 @@ fn read_cursor(data: &[u8]) -> Option<(u64, Pos)> {
     }
 }
 
+/// Creates `dir` and takes its exclusive advisory lock (released when the file is closed, also
+/// when the process dies).
+fn lock_dir(dir: &Path) -> Result<File, QueueError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(QueueError::Locked {
+            path: dir.display().to_string(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
+}
+
+/// Key declarations found on disk: key id → (tenant, envelope, newest segment declaring it).
+type Decls = HashMap<KeyId, (Tenant, Envelope, u64)>;
+
+/// Reads the key declarations of every segment the cursor has not passed (read-only; stops
+/// where the framing breaks, as opening will).
+fn scan_keys(dir: &Path) -> Result<Decls, QueueError> {
+    let cursor_segment = fs::read(dir.join(CURSOR_FILE))
+        .ok()
+        .and_then(|raw| read_cursor(&raw))
+        .map(|(_, p)| p.segment)
+        .unwrap_or(0);
+    let mut decls = Decls::new();
+    for n in list_segments(dir)? {
+        if n < cursor_segment {
+            continue;
+        }
+        let path = segment_path(dir, n);
+        let data = fs::read(&path).map_err(io_err(&path))?;
+        let mut offset = 0;
+        while let Ok((body, used)) = frame(&data[offset..]) {
+            if let Ok(Body::Key {
+                tenant,
+                key_id,
+                envelope,
+            }) = parse(body)
+            {
+                decls.insert(key_id, (tenant, envelope, n));
+            }
+            offset += used;
+        }
+    }
+    Ok(decls)
+}
+
 impl Queue {
-    /// Opens (or creates) the queue in `opts.dir`, recovering what is pending.
+    /// Opens (or creates) the queue in `opts.dir` without encryption, recovering what is
+    /// pending. Sealed records on disk fail it ([`QueueError::EncryptionRequired`]).
     pub fn open(opts: QueueOptions) -> Result<(Arc<Queue>, OpenReport), QueueError> {
+        let lock_file = lock_dir(&opts.dir)?;
+        Self::open_locked(opts, lock_file, None)
+    }
+
+    /// Opens the queue with `storage.encryption`'s key manager (or without, like [`Self::open`]):
+    /// new records are sealed; the data keys declared on disk are unwrapped once, here. A key
+    /// the provider calls gone (crypto-shredded tenant) only makes its records unreadable
+    /// (skipped, counted in [`OpenReport::unreadable_records`]); any other key failure (provider
+    /// unreachable, access denied) fails the open, so nothing is dropped for a passing outage.
+    pub async fn open_with_keys(
+        opts: QueueOptions,
+        keys: Option<Arc<KeyManager>>,
+    ) -> Result<(Arc<Queue>, OpenReport), QueueError> {
+        let Some(manager) = keys else {
+            return Self::open(opts);
+        };
+        let lock_file = lock_dir(&opts.dir)?;
         let dir = opts.dir.clone();
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let decls = tokio::task::spawn_blocking(move || scan_keys(&dir))
+            .await
+            .map_err(|e| QueueError::Io {
+                path: opts.dir.display().to_string(),
+                source: io::Error::other(e.to_string()),
+            })??;
+        let mut known = HashMap::new();
+        for (id, (tenant, envelope, segment)) in decls {
+            match manager.open(&envelope).await {
+                Ok(k) => {
+                    known.insert(id, (KnownKey::Ready(Arc::new(RecordKey::new(&k))), segment));
+                }
+                Err(e @ KeyError::KeyGone { .. }) => {
+                    tracing::warn!(dir = %opts.dir.display(), tenant = tenant.as_str(), error = %e, "a sending-queue data key is gone (crypto-shredded tenant?): its queued batches cannot be sent and will be skipped");
+                    known.insert(id, (KnownKey::Gone(e.to_string()), segment));
+                }
+                Err(e) => {
+                    return Err(QueueError::Key {
+                        path: opts.dir.display().to_string(),
+                        tenant: tenant.as_str().to_string(),
+                        key: CONFIG_KEY,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        let keys = QueueKeys {
+            manager,
+            current: Mutex::new(HashMap::new()),
+            known: Mutex::new(known),
+        };
+        Self::open_locked(opts, lock_file, Some(keys))
+    }
+
+    fn open_locked(
+        opts: QueueOptions,
+        lock_file: File,
+        keys: Option<QueueKeys>,
+    ) -> Result<(Arc<Queue>, OpenReport), QueueError> {
+        let dir = opts.dir.clone();
         let cursor_path = dir.join(CURSOR_FILE);
         let existed = cursor_path.exists();
         let mut cursor_file = OpenOptions::new()
@@ -364,6 +738,9 @@ impl Queue {
         let mut segments = BTreeMap::new();
         let mut used_bytes = 0u64;
         let mut used_items = 0u64;
+        // Sealed records and declarations found while no keys are configured.
+        let mut sealed_found = 0usize;
+        let known = keys.as_ref().map(|k| lock(&k.known));
         for n in list_segments(&dir)? {
             let path = segment_path(&dir, n);
             if n < acked.segment {
@@ -376,13 +753,32 @@ impl Queue {
             while offset < data.len() {
                 match frame(&data[offset..]) {
                     Ok((body, used)) => {
-                        match parse_body(body) {
-                            Ok((_, spans, _)) => {
-                                if n > acked.segment || offset as u64 >= acked.offset {
-                                    used_bytes += used as u64;
-                                    used_items += 1;
-                                    report.pending_spans += spans;
+                        let pending = n > acked.segment || offset as u64 >= acked.offset;
+                        // Batch records count (span count); key declarations do not.
+                        let spans = match parse(body) {
+                            Ok(Body::Plain { spans, .. }) => spans,
+                            Ok(Body::Sealed { spans, key_id, .. }) => {
+                                match &known {
+                                    None => sealed_found += 1,
+                                    Some(known) => {
+                                        let ready = matches!(
+                                            known.get(&key_id),
+                                            Some((KnownKey::Ready(_), _))
+                                        );
+                                        if pending && !ready {
+                                            report.unreadable_records += 1;
+                                        }
+                                    }
                                 }
+                                spans
+                            }
+                            Ok(Body::Key { .. }) => {
+                                match &known {
+                                    None => sealed_found += 1,
+                                    Some(_) => report.key_records += 1,
+                                }
+                                offset += used;
+                                continue;
                             }
                             Err(FrameError::Version(v)) => {
                                 return Err(QueueError::UnknownVersion {
@@ -395,6 +791,11 @@ impl Queue {
                                 cut = Some(e);
                                 break;
                             }
+                        };
+                        if pending {
+                            used_bytes += used as u64;
+                            used_items += 1;
+                            report.pending_spans += spans;
                         }
                         if n == acked.segment
                             && (offset as u64) < acked.offset
@@ -431,6 +832,13 @@ impl Queue {
                 acked.offset = offset as u64;
             }
             segments.insert(n, offset as u64);
+        }
+        drop(known);
+        if sealed_found > 0 {
+            return Err(QueueError::EncryptionRequired {
+                path: dir.display().to_string(),
+                records: sealed_found,
+            });
         }
         report.segments = segments.len();
         report.pending_bytes = used_bytes;
@@ -477,9 +885,12 @@ impl Queue {
                 reserved_items: 0,
                 cursor_seq,
                 cursor_file,
+                skipped: Pos::default(),
             }),
             reader: Mutex::new(None),
             committed,
+            keys,
+            dir_lock: Mutex::new(Some(lock_file)),
         });
         let (tx, rx) = std_mpsc::channel();
         let s2 = shared.clone();
@@ -520,8 +931,19 @@ impl Queue {
     }
 
     /// Appends one record; returns once it is on disk (fsynced).
+    /// With encryption the record is sealed here, in the caller's task; no key means
+    /// [`PushError::KeyUnavailable`] and nothing written.
     pub async fn push(&self, tenant: &Tenant, spans: u64, payload: &[u8]) -> Result<(), PushError> {
-        let record = encode_record(tenant, spans, payload);
+        let (record, key) = match &self.shared.keys {
+            None => (encode_record(tenant, spans, payload), None),
+            Some(keys) => {
+                let k = keys.current(tenant.as_str()).await?;
+                (
+                    encode_sealed(tenant, spans, payload, &k.id, &k.key),
+                    Some(k),
+                )
+            }
+        };
         let len = record.len() as u64;
         let max = self.shared.opts.max_bytes;
         if len > max {
@@ -549,7 +971,7 @@ impl Queue {
         let (ack, rx) = oneshot::channel();
         let sent = lock(&self.tx)
             .as_ref()
-            .map(|tx| tx.send((record, ack)).is_ok())
+            .map(|tx| tx.send((record, key, ack)).is_ok())
             .unwrap_or(false);
         if !sent {
             let mut st = lock(&self.shared.state);
@@ -602,8 +1024,30 @@ impl Queue {
                     }
                 }
             };
-            match read_record(file, pos.offset, seg_len) {
-                Ok((tenant, spans, payload, used)) => {
+            match read_record(file, pos.offset, seg_len, shared.keys.as_ref()) {
+                Ok(Read::Declaration { used }) => {
+                    pos.offset += used;
+                }
+                Ok(Read::Unreadable { used, reason }) => {
+                    if lease.is_some() {
+                        // Skip it on the next call, where it is counted once.
+                        break;
+                    }
+                    let mut st = lock(&shared.state);
+                    if pos >= st.skipped {
+                        tracing::error!(segment = pos.segment, offset = pos.offset, reason = %reason, "sealed batch in the sending queue cannot be opened; skipping it (not sent)");
+                        st.used_bytes = st.used_bytes.saturating_sub(used);
+                        st.used_items = st.used_items.saturating_sub(1);
+                    }
+                    pos.offset += used;
+                    st.skipped = st.skipped.max(pos);
+                }
+                Ok(Read::Batch {
+                    tenant,
+                    spans,
+                    payload,
+                    used,
+                }) => {
                     if let Some(l) = &lease {
                         if l.tenant != tenant || l.payload.len() + payload.len() > max_bytes {
                             break;
@@ -729,6 +1173,11 @@ impl Queue {
                 tracing::warn!(path = %p.display(), error = %e, "cannot delete a sent sending-queue segment");
             }
         }
+        if let Some(keys) = &shared.keys {
+            // Keys declared only in deleted segments can no longer be needed.
+            let oldest = new_cursor.segment;
+            lock(&keys.known).retain(|_, (_, last)| *last >= oldest);
+        }
         Ok(())
     }
 
@@ -743,12 +1192,14 @@ impl Queue {
         *lock(&self.shared.reader) = None;
     }
 
-    /// Stops the writer thread (after committing what is queued). Appends fail afterwards.
+    /// Stops the writer thread (after committing what is queued) and releases the directory
+    /// lock, so the queue can be opened again. Appends fail afterwards.
     pub fn close(&self) {
         lock(&self.tx).take();
         if let Some(h) = lock(&self.writer).take() {
             let _ = h.join();
         }
+        lock(&self.shared.dir_lock).take();
     }
 }
 
@@ -758,12 +1209,27 @@ impl Drop for Queue {
     }
 }
 
-/// Reads and checks the record at `offset`: tenant, spans, payload, bytes used.
+/// A record as a reader sees it.
+enum Read {
+    Batch {
+        tenant: Tenant,
+        spans: u64,
+        payload: Vec<u8>,
+        used: u64,
+    },
+    /// A key declaration: nothing to send.
+    Declaration { used: u64 },
+    /// A sealed batch whose key is gone or that does not open.
+    Unreadable { used: u64, reason: String },
+}
+
+/// Reads and checks the record at `offset` (opening it when sealed).
 fn read_record(
     file: &File,
     offset: u64,
     seg_len: u64,
-) -> Result<(Tenant, u64, Vec<u8>, u64), FrameError> {
+    keys: Option<&QueueKeys>,
+) -> Result<Read, FrameError> {
     let avail = seg_len.saturating_sub(offset) as usize;
     let mut header = [0u8; HEADER_LEN];
     if avail < HEADER_LEN {
@@ -789,18 +1255,58 @@ fn read_record(
     file.read_exact_at(&mut buf[HEADER_LEN..], offset + HEADER_LEN as u64)
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
     let (body, used) = frame(&buf)?;
-    let (tenant, spans, payload) = parse_body(body)?;
-    Ok((tenant, spans, payload.to_vec(), used as u64))
+    let used = used as u64;
+    match parse(body)? {
+        Body::Plain {
+            tenant,
+            spans,
+            payload,
+        } => Ok(Read::Batch {
+            tenant,
+            spans,
+            payload: payload.to_vec(),
+            used,
+        }),
+        Body::Key { .. } => Ok(Read::Declaration { used }),
+        Body::Sealed {
+            tenant,
+            spans,
+            key_id,
+            aad,
+            sealed,
+        } => {
+            let known = keys.and_then(|k| lock(&k.known).get(&key_id).map(|(k, _)| k.clone()));
+            let key = match known {
+                Some(KnownKey::Ready(k)) => k,
+                Some(KnownKey::Gone(reason)) => return Ok(Read::Unreadable { used, reason }),
+                None => {
+                    return Ok(Read::Unreadable {
+                        used,
+                        reason: FrameError::NoKey(hex::encode(key_id)).to_string(),
+                    })
+                }
+            };
+            match key.open(aad, sealed) {
+                Ok(payload) => Ok(Read::Batch {
+                    tenant,
+                    spans,
+                    payload,
+                    used,
+                }),
+                Err(e) => Ok(Read::Unreadable {
+                    used,
+                    reason: FrameError::Seal(e.to_string()).to_string(),
+                }),
+            }
+        }
+    }
 }
 
-fn writer_loop(
-    shared: Arc<Shared>,
-    rx: std_mpsc::Receiver<(Vec<u8>, AppendAck)>,
-    mut file: File,
-    mut seg: u64,
-) {
+fn writer_loop(shared: Arc<Shared>, rx: std_mpsc::Receiver<Append>, mut file: File, mut seg: u64) {
     let dir = shared.opts.dir.clone();
     let mut len = 0u64;
+    // Keys declared in the current segment.
+    let mut declared: std::collections::HashSet<KeyId> = std::collections::HashSet::new();
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         let mut bytes = group[0].0.len();
@@ -818,7 +1324,9 @@ fn writer_loop(
         let mut buf: Vec<u8> = Vec::with_capacity(bytes);
         let start = (seg, len);
         let mut result: io::Result<()> = Ok(());
-        for (rec, _) in &group {
+        // Keys declared by this group: (key, segment), published once committed.
+        let mut new_decls: Vec<(Arc<SealKey>, u64)> = Vec::new();
+        for (rec, key, _) in &group {
             if len > 0 && len + rec.len() as u64 > shared.opts.segment_bytes {
                 result = file.write_all(&buf).and_then(|_| file.sync_data());
                 buf.clear();
@@ -838,6 +1346,19 @@ fn writer_loop(
                 if result.is_err() {
                     break;
                 }
+                // A new segment: new data keys, declared again before their first record.
+                declared.clear();
+                if let Some(keys) = &shared.keys {
+                    lock(&keys.current).clear();
+                }
+            }
+            if let Some(k) = key {
+                if declared.insert(k.id) {
+                    let decl = encode_key(&k.envelope.tenant, &k.id, &k.envelope);
+                    buf.extend_from_slice(&decl);
+                    len += decl.len() as u64;
+                    new_decls.push((k.clone(), seg));
+                }
             }
             buf.extend_from_slice(rec);
             len += rec.len() as u64;
@@ -845,7 +1366,7 @@ fn writer_loop(
         if result.is_ok() {
             result = file.write_all(&buf).and_then(|_| file.sync_data());
         }
-        let total: u64 = group.iter().map(|(r, _)| r.len() as u64).sum();
+        let total: u64 = group.iter().map(|(r, _, _)| r.len() as u64).sum();
         let n = group.len() as u64;
         let mut st = lock(&shared.state);
         st.reserved_bytes -= total;
@@ -859,8 +1380,21 @@ fn writer_loop(
                 st.used_bytes += total;
                 st.used_items += n;
                 drop(st);
+                if let Some(keys) = &shared.keys {
+                    let mut known = lock(&keys.known);
+                    for (k, s) in new_decls {
+                        let entry = known
+                            .entry(k.id)
+                            .or_insert((KnownKey::Ready(k.key.clone()), s));
+                        entry.1 = if entry.1 == u64::MAX {
+                            s
+                        } else {
+                            entry.1.max(s)
+                        };
+                    }
+                }
                 shared.committed.send_modify(|v| *v += 1);
-                for (_, ack) in group {
+                for (_, _, ack) in group {
                     let _ = ack.send(Ok(()));
                 }
             }
@@ -881,9 +1415,11 @@ fn writer_loop(
                     len = 0;
                     lock(&shared.state).segments.insert(seg, 0);
                 }
+                // Declarations may have been cut with the rest: declare again.
+                declared.clear();
                 shared.committed.send_modify(|v| *v += 1);
                 let msg = e.to_string();
-                for (_, ack) in group {
+                for (_, _, ack) in group {
                     let _ = ack.send(Err(msg.clone()));
                 }
             }

@@ -191,6 +191,69 @@ async fn http_503_and_429_honour_retry_after() {
 }
 
 #[tokio::test]
+async fn http_503_and_429_honour_retry_after_as_http_date() {
+    let (dir, metrics, _registry) = setup();
+    let r = Receiver::start().await;
+    // HTTP-dates have one-second resolution: 3 s ahead is at least 2 s once truncated.
+    let until = std::time::SystemTime::now() + Duration::from_secs(3);
+    r.script([
+        Answer::UnavailableUntil(until),
+        // A date already past means "retry now": the (20 ms) backoff applies.
+        Answer::ExhaustedUntil(std::time::SystemTime::now() - Duration::from_secs(60)),
+    ]);
+    let cfg = config(&r, Protocol::Http);
+    let exp = OtlpExporter::start("otlphttp", Protocol::Http, &cfg, dir.path(), &metrics).unwrap();
+    send(&exp, "acme", "d", 1, 2).await;
+    let got = r.wait_accepted(2, WAIT).await;
+    assert_eq!(got, names("d", 1, 2));
+    let reqs = r.state.requests();
+    assert_eq!(reqs.len(), 3, "503, 429, then accepted");
+    let first_wait = reqs[1].at - reqs[0].at;
+    assert!(
+        first_wait >= Duration::from_millis(1500),
+        "the HTTP-date Retry-After was honoured: waited {first_wait:?}"
+    );
+    let second_wait = reqs[2].at - reqs[1].at;
+    assert!(
+        second_wait < Duration::from_millis(1500),
+        "a past HTTP-date does not add a wait: {second_wait:?}"
+    );
+    exp.shutdown().await;
+}
+
+#[test]
+fn retry_after_parses_seconds_and_all_http_date_forms() {
+    use clew_export::parse_retry_after_at;
+    // 1994-11-06T08:49:37Z, RFC 9110's example.
+    let base = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+    let now = base - Duration::from_secs(30);
+    for v in [
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        "Sunday, 06-Nov-94 08:49:37 GMT",
+        "Sun Nov  6 08:49:37 1994",
+    ] {
+        assert_eq!(
+            parse_retry_after_at(v, now),
+            Some(Duration::from_secs(30)),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        parse_retry_after_at(" 7 ", now),
+        Some(Duration::from_secs(7))
+    );
+    assert_eq!(
+        parse_retry_after_at(
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            base + Duration::from_secs(5)
+        ),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(parse_retry_after_at("soon", now), None);
+    assert_eq!(parse_retry_after_at("-3", now), None);
+}
+
+#[tokio::test]
 async fn permanent_errors_and_partial_success_are_dropped_and_counted() {
     for protocol in [Protocol::Grpc, Protocol::Http] {
         let (dir, metrics, registry) = setup();

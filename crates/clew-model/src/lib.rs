@@ -14,6 +14,7 @@ pub mod flat;
 pub mod ids;
 pub mod metadata;
 pub mod otlp_json;
+pub mod query;
 pub mod rpc;
 pub mod sink;
 pub mod tenant;

@@ -3,7 +3,10 @@
 //! minimal rule set, and with a no-op processor; plus protobuf decoding of the same batch as a
 //! yardstick for the ingest path's own cost per span.
 //!
-//! `cargo bench -p clew-processors --bench redaction`
+//! `cargo bench -p clew-processors --bench redaction` (`REDACTION_BENCH_PARTS=1` adds one row per
+//! kind of rule). For profilers: `REDACTION_BENCH_ITERS=N` runs N batches through each rule set
+//! whose name contains `REDACTION_BENCH_ONLY` (default: all) and exits without criterion, so
+//! `perf stat -e instructions:u` or `valgrind --tool=callgrind` count a fixed amount of work.
 
 use clew_model::attrs::{kv, kv_int, kv_str};
 use clew_model::otlp::collector::ExportTraceServiceRequest;
@@ -14,7 +17,7 @@ use clew_model::otlp::Message;
 use clew_model::{SinkError, SpanBatch, Tenant};
 use clew_pipeline::{ProcessOutcome, Processor};
 use clew_processors::redaction::{HashKey, Redaction, RedactionConfig, RedactionMetrics};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 
 const SPANS: usize = 100;
@@ -137,6 +140,58 @@ fn processor(yaml: &str) -> Redaction {
     .expect("valid")
 }
 
+/// Every rule set measured, by name.
+fn rule_sets() -> Vec<(&'static str, Box<dyn Processor>)> {
+    let mut v: Vec<(&'static str, Box<dyn Processor>)> = vec![
+        ("no_processor", Box::new(Noop)),
+        (
+            "collector_style_card_regexes",
+            Box::new(processor(COLLECTOR_STYLE)),
+        ),
+        ("full_rule_set", Box::new(processor(FULL))),
+    ];
+    if std::env::var_os("REDACTION_BENCH_PARTS").is_some()
+        || std::env::var_os("REDACTION_BENCH_ITERS").is_some()
+    {
+        v.extend([
+            (
+                "part_patterns",
+                Box::new(processor(PATTERNS)) as Box<dyn Processor>,
+            ),
+            (
+                "part_sql",
+                Box::new(processor("allow_all_keys: true\nsql: true")),
+            ),
+            ("part_blocked_keys", Box::new(processor(BLOCKED_KEYS))),
+            ("part_custom", Box::new(processor(CUSTOM))),
+            ("part_nothing", Box::new(processor("allow_all_keys: true"))),
+        ]);
+    }
+    v
+}
+
+const PATTERNS: &str = "allow_all_keys: true\npatterns: [email, credit_card, iban, phone, ipv4, ipv6, jwt, bearer_token, aws_access_key, gcp_api_key, github_token, slack_token, stripe_key, private_key, url_password]";
+const BLOCKED_KEYS: &str =
+    "allow_all_keys: true\nblocked_key_patterns: ['(?i)password|passwd|secret|api[_.-]?key|cookie']";
+const CUSTOM: &str = "allow_all_keys: true\ncustom_patterns: [{name: c, regex: 'CUST-[0-9]{8}'}]";
+
+/// `REDACTION_BENCH_ITERS`: a fixed number of batches per selected rule set, no statistics.
+fn fixed_iterations(iters: usize) {
+    let only = std::env::var("REDACTION_BENCH_ONLY").unwrap_or_default();
+    let b = batch();
+    for (name, p) in rule_sets() {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
+        let batches: Vec<SpanBatch> = (0..iters).map(|_| b.clone()).collect();
+        let t = std::time::Instant::now();
+        for batch in batches {
+            black_box(p.process(batch).map(|_| ()).ok());
+        }
+        eprintln!("{name}: {iters} batches in {:?}", t.elapsed());
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("redaction");
     g.throughput(Throughput::Elements(SPANS as u64));
@@ -152,29 +207,8 @@ fn bench(c: &mut Criterion) {
             )
         });
     };
-    run(&mut g, "no_processor", &Noop);
-    run(
-        &mut g,
-        "collector_style_card_regexes",
-        &processor(COLLECTOR_STYLE),
-    );
-    run(&mut g, "full_rule_set", &processor(FULL));
-    if std::env::var_os("REDACTION_BENCH_PARTS").is_some() {
-        run(&mut g, "part_patterns", &processor("allow_all_keys: true\npatterns: [email, credit_card, iban, phone, ipv4, ipv6, jwt, bearer_token, aws_access_key, gcp_api_key, github_token, slack_token, stripe_key, private_key, url_password]"));
-        run(
-            &mut g,
-            "part_sql",
-            &processor("allow_all_keys: true\nsql: true"),
-        );
-        run(&mut g, "part_blocked_keys", &processor("allow_all_keys: true\nblocked_key_patterns: ['(?i)password|passwd|secret|api[_.-]?key|cookie']"));
-        run(
-            &mut g,
-            "part_custom",
-            &processor(
-                "allow_all_keys: true\ncustom_patterns: [{name: c, regex: 'CUST-[0-9]{8}'}]",
-            ),
-        );
-        run(&mut g, "part_nothing", &processor("allow_all_keys: true"));
+    for (name, p) in rule_sets() {
+        run(&mut g, name, p.as_ref());
     }
 
     // Yardstick: decoding the same 100 spans from OTLP protobuf (one part of the ingest path).
@@ -193,4 +227,14 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("REDACTION_BENCH_ITERS").map(|n| n.parse::<usize>()) {
+        Ok(Ok(n)) => fixed_iterations(n),
+        Ok(Err(e)) => eprintln!("REDACTION_BENCH_ITERS: {e}"),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -41,7 +41,11 @@
 //! the request's header / gRPC metadata as kept by the receiver (its `include_metadata` /
 //! `metadata_keys`, see [`AttributesConfig::metadata_keys_referenced`]; credentials such as
 //! `authorization` and `cookie` are never kept); names are case-insensitive, several values are
-//! joined with `;`, an absent header does nothing — or `tenant` (the batch's tenant).
+//! joined with `;`, an absent header does nothing — or `tenant` (the batch's tenant), or the
+//! Collector's connection sources `client.address` (the peer's IP, no port) and `auth.subject`
+//! (the authenticated identity's subject: token name, certificate name, JWT `sub` — never the
+//! credential); the receiver keeps those two under reserved names (`:client.address`,
+//! `:auth.subject`) only when an action asks for them.
 //!
 //! Patterns are Rust regexes matched **unanchored** as in the Collector (`password` matches
 //! `user.password`); `delete`/`hash` patterns match keys, `extract` patterns the string value.
@@ -202,19 +206,32 @@ pub struct AttributesConfig {
     pub hash_key_file: Option<PathBuf>,
 }
 
+/// The receiver's reserved metadata name for a connection-context source: `client.address`
+/// (the peer's IP) and `auth.subject` (the authenticated identity's subject), as the Collector's
+/// `from_context` names them. `clew_receive::metadata::CONTEXT_KEYS` lists the same names.
+fn context_key(from_context: &str) -> Option<&'static str> {
+    match from_context {
+        "client.address" => Some(":client.address"),
+        "auth.subject" => Some(":auth.subject"),
+        _ => None,
+    }
+}
+
 impl AttributesConfig {
     /// The request headers the actions read (`from_context: metadata.<name>`), lowercase, each
     /// once: what the receivers must keep (`ReceiverConfig::metadata_keys`) for them to work.
+    /// `client.address` / `auth.subject` appear as the receiver's reserved context keys
+    /// (`:client.address`, `:auth.subject`).
     pub fn metadata_keys_referenced(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for a in &self.actions {
-            if let Some(h) = a
-                .from_context
-                .as_deref()
+            let c = a.from_context.as_deref();
+            let name = c
                 .and_then(|c| c.strip_prefix("metadata."))
                 .filter(|h| !h.is_empty())
-            {
-                let h = h.to_ascii_lowercase();
+                .map(str::to_ascii_lowercase)
+                .or_else(|| c.and_then(context_key).map(str::to_string));
+            if let Some(h) = name {
                 if !out.contains(&h) {
                     out.push(h);
                 }
@@ -410,14 +427,16 @@ fn compile_action(a: &ActionConfig, path: &str) -> Result<Action, ConfigError> {
                 Source::Attribute(f.clone())
             } else {
                 let c = a.from_context.as_deref().unwrap_or_default();
-                match c.strip_prefix("metadata.") {
-                    Some(h) if !h.is_empty() => Source::Metadata(h.to_ascii_lowercase()),
+                match (c.strip_prefix("metadata."), context_key(c)) {
+                    (Some(h), _) if !h.is_empty() => Source::Metadata(h.to_ascii_lowercase()),
+                    // Kept by the receiver under a reserved `:` name (see context_key).
+                    (_, Some(k)) => Source::Metadata(k.to_string()),
                     _ if c == "tenant" => Source::Tenant,
                     _ => {
                         return err(
                             "from_context",
                             &format!(
-                                "unsupported {c:?} (supported: metadata.<header-name>, tenant)"
+                                "unsupported {c:?} (supported: metadata.<header-name>, tenant, client.address, auth.subject)"
                             ),
                         )
                     }
@@ -722,5 +741,60 @@ impl Processor for Attributes {
         }
         batch.metadata = metadata;
         Ok(ProcessOutcome::Forward(batch))
+    }
+}
+
+#[cfg(test)]
+mod context_tests {
+    use super::*;
+    use clew_model::otlp::trace::{ResourceSpans, ScopeSpans, Span};
+    use clew_model::{RequestMetadata, Tenant};
+
+    #[test]
+    fn client_address_and_auth_subject_come_from_the_receivers_context_keys() {
+        let cfg: AttributesConfig = serde_yaml::from_str(
+            "{actions: [{key: client.address, action: insert, from_context: client.address},
+                        {key: enduser.id, action: upsert, from_context: auth.subject},
+                        {key: region, action: insert, from_context: metadata.X-Region}]}",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.metadata_keys_referenced(),
+            vec![":client.address", ":auth.subject", "x-region"]
+        );
+        let p = Attributes::new("attributes", cfg).unwrap();
+        let batch = SpanBatch::new(
+            Tenant::new("acme").unwrap(),
+            vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        )
+        .with_metadata(RequestMetadata::new(vec![
+            (":client.address".into(), "127.0.0.1".into()),
+            (":auth.subject".into(), "ingest-bot".into()),
+        ]));
+        let ProcessOutcome::Forward(out) = p.process(batch).unwrap() else {
+            panic!("not forwarded")
+        };
+        let attrs = &out.resource_spans[0].scope_spans[0].spans[0].attributes;
+        let get = |k: &str| {
+            attrs
+                .iter()
+                .find(|kv| kv.key == k)
+                .map(|kv| attrs::to_text(kv.value.as_ref().unwrap()))
+        };
+        assert_eq!(get("client.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(get("enduser.id").as_deref(), Some("ingest-bot"));
+        assert_eq!(get("region"), None, "absent metadata sets nothing");
+        // Other context names are still refused, naming what is supported.
+        let bad: AttributesConfig =
+            serde_yaml::from_str("{actions: [{key: a, action: insert, from_context: auth.token}]}")
+                .unwrap();
+        let err = Attributes::new("attributes", bad).err().unwrap();
+        assert!(err.message.contains("client.address"), "{}", err.message);
     }
 }

@@ -429,7 +429,7 @@ fn config_errors_name_keys() {
         ("actions: [{key: a, action: convert}]", "actions[0].converted_type"),
         ("actions: [{key: a, action: hash}]", "actions[0].action"),
         (
-            "actions: [{key: a, action: insert, from_context: auth.subject}]",
+            "actions: [{key: a, action: insert, from_context: auth.token}]",
             "actions[0].from_context",
         ),
         (

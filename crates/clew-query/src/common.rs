@@ -45,6 +45,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            // A query the store refuses as written (a bad regular expression) is the caller's.
+            ApiError::Store(StoreError::InvalidQuery(_)) => StatusCode::BAD_REQUEST,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,6 +54,9 @@ impl ApiError {
     /// Logs server-side failures; client errors are the client's business.
     pub fn log(&self) {
         if let ApiError::Store(e) = self {
+            if matches!(e, StoreError::InvalidQuery(_)) {
+                return;
+            }
             tracing::error!(error = %e, "query failed in the store");
         }
     }

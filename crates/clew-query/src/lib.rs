@@ -2,17 +2,19 @@
 //!
 //! HTTP query APIs over a [`clew_store::TraceReader`]: the Jaeger query API (`/api/...`, Jaeger JSON)
 //! and Jaeger api_v3 (`/api/v3/...`, OTLP JSON), plus `/api/ui/traces/{id}`, the compact trace shape
-//! the web UI loads ([`ui_json`]). Tenant from the configured header. Also the
-//! plain-text trace rendering the CLI prints.
+//! the web UI loads ([`ui_json`]); and Grafana Tempo's HTTP API ([`tempo`], [`tempo_router`]:
+//! search through `clew-traceql`, trace by id as Tempo's protobuf, tag names and values). Tenant
+//! from the configured header. Also the plain-text trace rendering the CLI prints.
 //!
-//! May depend on: `clew-model`, `clew-store`'s read API, HTTP crates. Must not write to the store or
-//! know about receivers.
+//! May depend on: `clew-model`, `clew-store`'s read API, `clew-traceql`, HTTP crates. Must not
+//! write to the store or know about receivers.
 
 mod api_v3;
 mod common;
 mod jaeger_api;
 pub mod jaeger_json;
 pub mod params;
+pub mod tempo;
 pub mod tenant;
 pub mod text;
 pub mod ui_json;
@@ -69,6 +71,19 @@ pub fn router(reader: Arc<dyn TraceReader>, cfg: QueryConfig) -> axum::Router {
     jaeger_api::routes()
         .merge(api_v3::routes())
         .with_state(state)
+}
+
+/// Grafana Tempo's HTTP API ([`tempo`]): served on its own listener (`:3200`) and under `/tempo` on
+/// the query port; every store call scoped to the request's tenant.
+pub fn tempo_router(reader: Arc<dyn TraceReader>, cfg: QueryConfig) -> axum::Router {
+    if let Err(e) = cfg.validate() {
+        tracing::error!(error = %e, "tenant header will never match; all requests use the default tenant");
+    }
+    let state = common::AppState {
+        reader,
+        tenant_header: Arc::from(cfg.tenant_header.as_str()),
+    };
+    tempo::routes().with_state(state)
 }
 
 #[cfg(test)]

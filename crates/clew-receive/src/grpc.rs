@@ -163,7 +163,7 @@ impl TraceService for OtlpGrpcService {
                 return Err(rejection.to_grpc_status());
             }
         };
-        let metadata = shared.metadata.of_grpc(request.metadata());
+        let metadata = shared.metadata.of_grpc_request(&request);
         let resource_spans = request.into_inner().resource_spans;
         let report = shared
             .ingest(

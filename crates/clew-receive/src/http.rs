@@ -32,14 +32,16 @@ pub fn otlp_http_router(
         .with_state(shared)
 }
 
-async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+async fn export(State(shared): State<Arc<Shared>>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     // Until the request's media type is known, errors are answered in JSON (readable by a person
     // with curl, which is who usually gets the content type wrong).
     let media = match decode::otlp_media_type(&headers) {
         Ok(m) => m,
         Err(rejection) => return refuse(&shared, MediaType::Json, rejection),
     };
-    match handle(&shared, media, &headers, body).await {
+    match handle(&shared, media, &headers, &parts.extensions, body).await {
         Ok(report) => success(media, &report),
         Err(rejection) => {
             // `ingest` has counted sink and rate refusals already.
@@ -55,6 +57,7 @@ async fn handle(
     shared: &Shared,
     media: MediaType,
     headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
     body: Body,
 ) -> Result<ValidationReport, Rejection> {
     let tenant = shared.resolver()?.resolve_http(headers)?;
@@ -69,7 +72,7 @@ async fn handle(
     shared
         .ingest_sized(
             tenant,
-            shared.metadata.of_http(headers),
+            shared.metadata.of_http_request(headers, extensions),
             request.resource_spans,
             ValidationReport::default(),
             None,

@@ -42,6 +42,17 @@ pub fn is_denied(name: &str) -> bool {
         || name.ends_with("-bin")
 }
 
+/// Connection context a processor may ask for (`from_context: client.address` / `auth.subject`),
+/// kept under these reserved names — `:` cannot start an HTTP header or gRPC metadata name, so
+/// no client can forge them. Only these: the peer's IP address, and the authenticated identity's
+/// subject (a name, never the credential it was proven with).
+pub const CONTEXT_KEYS: [&str; 2] = [CLIENT_ADDRESS, AUTH_SUBJECT];
+/// The peer's IP address (no port), from the connection.
+pub const CLIENT_ADDRESS: &str = ":client.address";
+/// `clew_security::Identity::subject` of the authenticated caller (token name, certificate
+/// name, JWT `sub`).
+pub const AUTH_SUBJECT: &str = ":auth.subject";
+
 #[derive(Debug, Clone)]
 pub(crate) enum MetadataFilter {
     Off,
@@ -55,6 +66,16 @@ impl MetadataFilter {
             let mut keys = Vec::with_capacity(cfg.metadata_keys.len());
             for k in &cfg.metadata_keys {
                 let lower = k.to_ascii_lowercase();
+                if lower.starts_with(':') {
+                    if !CONTEXT_KEYS.contains(&lower.as_str()) {
+                        return Err(ReceiveError::Config(format!(
+                            "metadata_keys: {k:?} is not a connection context key (known: {})",
+                            CONTEXT_KEYS.join(", ")
+                        )));
+                    }
+                    keys.push(lower);
+                    continue;
+                }
                 if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
                     return Err(ReceiveError::Config(format!(
                         "metadata_keys: {k:?} is not a valid header name"
@@ -115,6 +136,57 @@ impl MetadataFilter {
         self.collect(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
     }
 
+    /// [`Self::of_http`] plus the connection context keys asked for by name (never with `All`:
+    /// `include_metadata` alone keeps headers only).
+    pub(crate) fn of_http_request(
+        &self,
+        headers: &HeaderMap,
+        extensions: &axum::http::Extensions,
+    ) -> RequestMetadata {
+        let m = self.of_http(headers);
+        self.with_context(m, extensions)
+    }
+
+    /// [`Self::of_grpc`] plus the connection context keys asked for by name.
+    pub(crate) fn of_grpc_request<T>(&self, request: &tonic::Request<T>) -> RequestMetadata {
+        let m = self.of_grpc(request.metadata());
+        self.with_context(m, request.extensions())
+    }
+
+    fn with_context(
+        &self,
+        metadata: RequestMetadata,
+        extensions: &axum::http::Extensions,
+    ) -> RequestMetadata {
+        let Self::Keys(keys) = self else {
+            return metadata;
+        };
+        let mut extra = Vec::new();
+        for k in keys.iter().filter(|k| k.starts_with(':')) {
+            let value = match k.as_str() {
+                CLIENT_ADDRESS => clew_security::peer_identity(extensions)
+                    .and_then(|p| p.remote_addr)
+                    .map(|a| a.ip().to_string()),
+                AUTH_SUBJECT => extensions
+                    .get::<clew_security::Identity>()
+                    .map(|i| i.subject.clone()),
+                _ => None,
+            };
+            if let Some(v) = value.filter(|v| v.len() <= MAX_VALUE_BYTES) {
+                extra.push((k.clone(), v));
+            }
+        }
+        if extra.is_empty() {
+            return metadata;
+        }
+        let mut pairs: Vec<(String, String)> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        pairs.extend(extra);
+        RequestMetadata::new(pairs)
+    }
+
     pub(crate) fn of_grpc(&self, metadata: &tonic::metadata::MetadataMap) -> RequestMetadata {
         if matches!(self, Self::Off) {
             return RequestMetadata::default();
@@ -147,6 +219,53 @@ mod tests {
         h.append("x-client-id", HeaderValue::from_static("second"));
         h.append("x-bad", HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
         h
+    }
+
+    #[test]
+    fn context_keys_only_when_asked_for_by_name_and_never_forged() {
+        let mut ext = axum::http::Extensions::new();
+        ext.insert(clew_security::PeerIdentity {
+            remote_addr: Some("127.0.0.1:5555".parse().unwrap()),
+            common_name: None,
+            dns_names: Vec::new(),
+            uri_names: Vec::new(),
+            email_names: Vec::new(),
+        });
+        ext.insert(clew_security::Identity {
+            subject: "ingest-bot".into(),
+            tenants: clew_security::TenantScope::Any,
+        });
+        let keys = MetadataFilter::new(&ReceiverConfig {
+            metadata_keys: vec![
+                ":client.address".into(),
+                ":Auth.Subject".into(),
+                "x-client-id".into(),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        let m = keys.of_http_request(&headers(), &ext);
+        assert_eq!(m.get(CLIENT_ADDRESS), Some("127.0.0.1"), "ip only, no port");
+        assert_eq!(m.get(AUTH_SUBJECT), Some("ingest-bot"));
+        assert_eq!(m.get("x-client-id"), Some("web"));
+        // Nothing in the request's extensions: nothing kept (no placeholder).
+        let bare = keys.of_http_request(&headers(), &axum::http::Extensions::new());
+        assert_eq!(bare.get(CLIENT_ADDRESS), None);
+        // `include_metadata` alone keeps headers only.
+        let all = MetadataFilter::new(&ReceiverConfig {
+            include_metadata: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let m = all.of_http_request(&headers(), &ext);
+        assert!(m.iter().all(|(k, _)| !k.starts_with(':')));
+        // Unknown reserved names are configuration errors.
+        let err = MetadataFilter::new(&ReceiverConfig {
+            metadata_keys: vec![":auth.token".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains(":auth.token"), "{err}");
     }
 
     #[test]

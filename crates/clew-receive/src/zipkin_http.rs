@@ -31,8 +31,10 @@ pub fn zipkin_router(
         .with_state(shared)
 }
 
-async fn spans(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&shared, &headers, body).await {
+async fn spans(State(shared): State<Arc<Shared>>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    match handle(&shared, &headers, &parts.extensions, body).await {
         Ok(report) if report.accepted == 0 && report.rejected_spans > 0 => {
             let msg = report
                 .first_error
@@ -65,7 +67,12 @@ struct Handled {
     first_error: Option<String>,
 }
 
-async fn handle(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Handled, Rejection> {
+async fn handle(
+    shared: &Shared,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+    body: Body,
+) -> Result<Handled, Rejection> {
     decode::zipkin_media_type(headers)?;
     let tenant = shared.resolver()?.resolve_http(headers)?;
     let bytes = decode::read_decoded(headers, body, shared.max_bytes).await?;
@@ -75,7 +82,7 @@ async fn handle(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Hand
     let report: ValidationReport = shared
         .ingest_sized(
             tenant,
-            shared.metadata.of_http(headers),
+            shared.metadata.of_http_request(headers, extensions),
             converted.resource_spans,
             converted.report,
             Some(received),

@@ -2,6 +2,8 @@
 
 use crate::StoreError;
 use clew_model::{FlatSpan, Tenant, TraceId};
+// The typed search vocabulary lives in the model so the TraceQL parser needs no storage crate.
+pub use clew_model::query::{AttrScope, CompareOp, SpanCondition, SpanField, TagValue};
 
 /// A search, in Jaeger's sense: traces having at least one span that matches every condition.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,67 +27,6 @@ pub struct SearchQuery {
     /// false negatives); callers that need exact trace-level answers (TraceQL) re-check the whole
     /// trace, so a store may evaluate a condition it cannot push down more loosely.
     pub conditions: Vec<SpanCondition>,
-}
-
-/// Where an attribute is looked up: TraceQL's `span.`, `resource.` and unscoped `.` (span first,
-/// then resource).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AttrScope {
-    Span,
-    Resource,
-    Any,
-}
-
-/// What a [`SpanCondition`] looks at.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SpanField {
-    /// Span name.
-    Name,
-    /// OTLP status code number (0 unset, 1 ok, 2 error).
-    Status,
-    StatusMessage,
-    /// OTLP span kind number (0 unspecified … 5 consumer).
-    Kind,
-    /// End minus start, nanoseconds.
-    Duration,
-    /// `resource.service.name`.
-    ServiceName,
-    Attribute { scope: AttrScope, key: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CompareOp {
-    Eq,
-    Ne,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-    /// Regex, anchored at both ends as in TraceQL (`=~`).
-    Regex,
-    NotRegex,
-    /// The field is present (TraceQL `!= nil`); `value` is ignored.
-    Exists,
-    /// The field is absent (TraceQL `= nil`); `value` is ignored.
-    NotExists,
-}
-
-/// A typed literal. Ints and doubles compare with each other numerically; a string never equals a
-/// number (TraceQL's typing), and `Ne` on a missing field is false.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TagValue {
-    String(String),
-    Int(i64),
-    Double(f64),
-    Bool(bool),
-}
-
-/// One typed condition on a span's field.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SpanCondition {
-    pub field: SpanField,
-    pub op: CompareOp,
-    pub value: TagValue,
 }
 
 impl SearchQuery {

@@ -6,7 +6,7 @@
 use crate::bloom::Bloom;
 use crate::column_filter::{self, ColumnQuery};
 use crate::file_reader::BlockFileReader;
-use crate::matcher::{self, SpanView};
+use crate::matcher::{Matcher, SpanView, Val};
 use crate::schema::{self, col, AttrList, Columns, DecodeCache, DedicatedType, DEDICATED};
 use crate::sealed_block::{self, BlockKey, SealedFileReader};
 use crate::storage::Storage;
@@ -80,6 +80,14 @@ pub struct BlockMeta {
     /// beyond the column. `None` (blocks written before this field): unknown, assume all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedicated_spills: Option<Vec<String>>,
+    /// Attribute keys and low-cardinality values (`tags.rs`), for the tag endpoints. `None`:
+    /// a block written before the catalog existed (its keys are not listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<crate::tags::TagCatalog>,
+    /// Bloom filter of generic attribute values (`attr_filter.rs`), for skipping blocks on
+    /// equality searches. `None`: a block written before it existed (never skipped by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attr_filter: Option<crate::attr_filter::AttrFilterMeta>,
 }
 
 impl BlockMeta {
@@ -122,8 +130,13 @@ fn trace_id_of(s: &FlatSpan) -> [u8; 16] {
 pub struct Block {
     pub meta: BlockMeta,
     bloom: Bloom,
+    /// `meta.attr_filter`, decoded once (`None` also for an unknown version or a bad filter).
+    attr_filter: Option<crate::attr_filter::AttrFilter>,
     row_group_ranges: Vec<TraceIdRange>,
     reader_meta: tokio::sync::OnceCell<ArrowReaderMetadata>,
+    /// The same footer with low-cardinality string columns typed as dictionaries, for the
+    /// column search path (`column_filter::dictionary_schema`).
+    dict_meta: tokio::sync::OnceCell<ArrowReaderMetadata>,
     /// Where the block's files are (local disk or the bucket): every read goes there.
     storage: Storage,
     /// `Some` for a sealed block (`key.json`): see `sealed_block.rs`.
@@ -168,11 +181,17 @@ fn parse_ranges(meta: &BlockMeta) -> Result<Vec<TraceIdRange>, StoreError> {
 impl Block {
     pub fn from_parts(meta: BlockMeta, bloom: Bloom, storage: Storage) -> Result<Self, StoreError> {
         let row_group_ranges = parse_ranges(&meta)?;
+        let attr_filter = meta
+            .attr_filter
+            .as_ref()
+            .and_then(crate::attr_filter::AttrFilter::from_meta);
         Ok(Self {
             meta,
             bloom,
+            attr_filter,
             row_group_ranges,
             reader_meta: tokio::sync::OnceCell::new(),
+            dict_meta: tokio::sync::OnceCell::new(),
             storage,
             key: None,
         })
@@ -204,8 +223,10 @@ impl Block {
         Block {
             meta: self.meta.clone(),
             bloom: self.bloom.clone(),
+            attr_filter: self.attr_filter.clone(),
             row_group_ranges: self.row_group_ranges.clone(),
             reader_meta: self.reader_meta.clone(),
+            dict_meta: self.dict_meta.clone(),
             storage,
             key: self.key.clone(),
         }
@@ -249,7 +270,9 @@ impl Block {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.bloom.memory_bytes() + self.row_group_ranges.len() * 32
+        self.bloom.memory_bytes()
+            + self.attr_filter.as_ref().map_or(0, |f| f.memory_bytes())
+            + self.row_group_ranges.len() * 32
     }
 
     /// A reader of `data.parquet`: ranged GETs, decrypted on the fly if the block is sealed.
@@ -287,6 +310,24 @@ impl Block {
         Ok((self.file_reader().await?, md))
     }
 
+    /// [`Block::reader`] with dictionary-typed string columns.
+    async fn dict_reader(
+        &self,
+    ) -> Result<(Box<dyn AsyncFileReader>, ArrowReaderMetadata), StoreError> {
+        let (r, md) = self.reader().await?;
+        let dict = self
+            .dict_meta
+            .get_or_try_init(|| async {
+                ArrowReaderMetadata::try_new(
+                    md.metadata().clone(),
+                    ArrowReaderOptions::new().with_schema(column_filter::dictionary_schema()),
+                )
+            })
+            .await?
+            .clone();
+        Ok((r, dict))
+    }
+
     /// Reads and caches the Parquet footer, which every read of this block needs.
     pub async fn preload(&self) -> Result<(), StoreError> {
         self.reader().await.map(|_| ())
@@ -310,9 +351,20 @@ impl Block {
         row_groups: Option<Vec<usize>>,
         columns: Option<&[&str]>,
         filter: Option<RowFilterFactory>,
-        mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
+        f: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let (reader, md) = self.reader().await?;
+        Self::scan_with(reader, md, row_groups, columns, filter, f).await
+    }
+
+    async fn scan_with(
+        reader: Box<dyn AsyncFileReader>,
+        md: ArrowReaderMetadata,
+        row_groups: Option<Vec<usize>>,
+        columns: Option<&[&str]>,
+        filter: Option<RowFilterFactory>,
+        mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, md.clone())
             .with_batch_size(8192);
         if let Some(groups) = row_groups {
@@ -425,14 +477,40 @@ impl Block {
                 return false;
             }
         }
+        // Typed equality on the service or span name: the meta lists every value of both.
+        for c in &q.conditions {
+            let (crate::CompareOp::Eq, crate::TagValue::String(want)) = (c.op, &c.value) else {
+                continue;
+            };
+            let present = match c.field {
+                crate::SpanField::ServiceName => self.meta.services.iter().any(|s| s == want),
+                crate::SpanField::Name => self.meta.operations.iter().any(|o| &o.name == want),
+                _ => true,
+            };
+            if !present {
+                return false;
+            }
+        }
+        // Attribute equalities: the block's value filter (no false negatives).
+        if let Some(f) = &self.attr_filter {
+            if !f.may_match(q) {
+                return false;
+            }
+        }
         true
     }
 
     /// Matching traces in this block with their latest matching start time.
     pub async fn search(&self, q: &SearchQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
+        self.search_matcher(&Matcher::new(q)?).await
+    }
+
+    /// [`Block::search`] with the query already compiled (once for all blocks).
+    pub async fn search_matcher(&self, m: &Matcher) -> Result<HashMap<TraceId, u64>, StoreError> {
         // The block's own time range may make the start-time condition moot: then the
         // predicate does not need to decode the start column at all.
-        let mut q = q.clone();
+        let mut m = m.clone();
+        let q = &mut m.query;
         if q.start_unix_nano
             .is_none_or(|t| t <= self.meta.min_start_unix_nano)
             && q.end_unix_nano
@@ -441,8 +519,8 @@ impl Block {
             q.start_unix_nano = None;
             q.end_unix_nano = None;
         }
-        let q = &q;
-        if let Some(cq) = ColumnQuery::compile(q) {
+        let m = &m;
+        if let Some(cq) = ColumnQuery::compile_for(m, self.meta.tags.as_ref()) {
             let spills = self.meta.dedicated_spills.as_ref();
             let exact = spills.is_some_and(|sp| {
                 cq.dedicated_keys()
@@ -450,17 +528,17 @@ impl Block {
                     .all(|k| !sp.iter().any(|s| s == k))
             });
             if exact {
-                return self.search_columns(cq, q.effective_limit()).await;
+                return self.search_columns(cq, m.query.effective_limit()).await;
             }
         }
-        self.search_rows(q).await
+        self.search_rows(m).await
     }
 
     /// The column-predicate path: decode predicate columns, then trace id and start of matches,
     /// keeping only the `limit` newest traces. Rows come in trace-id order, so a trace's matches
     /// are adjacent: its latest start is complete when the id changes, and no map of every
     /// matching trace is needed.
-    async fn search_columns(
+    pub(crate) async fn search_columns(
         &self,
         cq: ColumnQuery,
         limit: usize,
@@ -472,7 +550,10 @@ impl Block {
         let filter: RowFilterFactory =
             Box::new(move |pschema, root_of| cq.row_filter(pschema, root_of));
         let mut current: Option<(TraceId, u64)> = None;
-        self.scan_filtered(
+        let (reader, md) = self.dict_reader().await?;
+        Self::scan_with(
+            reader,
+            md,
             None,
             Some(&[col::TRACE_ID, col::START]),
             Some(filter),
@@ -504,7 +585,10 @@ impl Block {
     }
 
     /// The row-by-row path, for conditions on the generic attribute list or pseudo tags.
-    async fn search_rows(&self, q: &SearchQuery) -> Result<HashMap<TraceId, u64>, StoreError> {
+    pub(crate) async fn search_rows(
+        &self,
+        m: &Matcher,
+    ) -> Result<HashMap<TraceId, u64>, StoreError> {
         let mut cols = vec![
             col::TRACE_ID,
             col::SERVICE_NAME,
@@ -514,21 +598,26 @@ impl Block {
             col::KIND,
             col::STATUS_CODE,
         ];
-        if !q.attributes.is_empty() {
+        let with_message = !m.conditions.is_empty();
+        if with_message {
+            cols.push(col::STATUS_MESSAGE);
+        }
+        let with_attrs = m.needs_attributes();
+        if with_attrs {
             cols.extend([col::ATTRIBUTES, col::RESOURCE]);
             cols.extend(DEDICATED.iter().map(|(_, c, _)| *c));
         }
         let mut hits = HashMap::new();
         let mut cache = DecodeCache::default();
         self.scan(None, Some(&cols), |batch| {
-            let view = BatchView::new(batch, !q.attributes.is_empty())?;
+            let view = BatchView::new(batch, with_attrs, with_message)?;
             for row in 0..batch.num_rows() {
                 let rv = RowView {
                     b: &view,
                     row,
                     cache: std::cell::RefCell::new(&mut cache),
                 };
-                if matcher::matches(q, &rv) {
+                if m.matches(&rv) {
                     if let Ok(id) = TraceId::from_bytes(view.trace_id.value(row)) {
                         let start = view.start.value(row) as u64;
                         let e = hits.entry(id).or_insert(0);
@@ -582,6 +671,7 @@ struct BatchView<'a> {
     end: &'a Int64Array,
     kind: &'a Int32Array,
     status: &'a Int32Array,
+    status_message: Option<&'a StringArray>,
     attrs: Option<AttrList<'a>>,
     resource: Option<&'a BinaryArray>,
     dedicated_str: Vec<Option<&'a StringArray>>,
@@ -589,7 +679,11 @@ struct BatchView<'a> {
 }
 
 impl<'a> BatchView<'a> {
-    fn new(batch: &'a RecordBatch, with_attrs: bool) -> Result<Self, StoreError> {
+    fn new(
+        batch: &'a RecordBatch,
+        with_attrs: bool,
+        with_message: bool,
+    ) -> Result<Self, StoreError> {
         let c = Columns::new(batch);
         let mut v = Self {
             trace_id: c.fsb(col::TRACE_ID)?,
@@ -599,6 +693,11 @@ impl<'a> BatchView<'a> {
             end: c.i64(col::END)?,
             kind: c.i32(col::KIND)?,
             status: c.i32(col::STATUS_CODE)?,
+            status_message: if with_message {
+                Some(c.str(col::STATUS_MESSAGE)?)
+            } else {
+                None
+            },
             attrs: None,
             resource: None,
             dedicated_str: Vec::new(),
@@ -671,6 +770,39 @@ impl SpanView for RowView<'_, '_> {
         let resource = self.cache.borrow_mut().resource(res.value(row));
         attrs::get(&resource.attributes, key).map(attrs::to_text)
     }
+    fn status_message(&self) -> &str {
+        self.b
+            .status_message
+            .map(|a| a.value(self.row))
+            .unwrap_or("")
+    }
+    fn span_attr(&self, key: &str) -> Option<Val<'_>> {
+        let row = self.row;
+        if let Some(i) = schema::dedicated_index(key) {
+            if let Some(a) = self.b.dedicated_str.get(i).copied().flatten() {
+                if a.is_valid(row) {
+                    return Some(Val::Str(std::borrow::Cow::Borrowed(a.value(row))));
+                }
+            }
+            if let Some(a) = self.b.dedicated_int.get(i).copied().flatten() {
+                if a.is_valid(row) {
+                    return Some(Val::Int(a.value(row)));
+                }
+            }
+        }
+        self.b.attrs.as_ref().and_then(|a| a.typed_of(row, key))
+    }
+    fn resource_attr(&self, key: &str) -> Option<Val<'_>> {
+        let res = self.b.resource?;
+        let resource = self.cache.borrow_mut().resource(res.value(self.row));
+        crate::head::typed(&resource.attributes, key).map(|v| match v {
+            Val::Str(s) => Val::Str(std::borrow::Cow::Owned(s.into_owned())),
+            Val::Int(i) => Val::Int(i),
+            Val::Double(d) => Val::Double(d),
+            Val::Bool(b) => Val::Bool(b),
+            Val::Other => Val::Other,
+        })
+    }
 }
 
 /// zstd level of blocks flushed from the head: cheap, since most are merged again soon.
@@ -724,6 +856,8 @@ pub struct BlockWriter {
     spills: BTreeSet<&'static str>,
     resources_seen: HashSet<usize>,
     row_groups: Vec<RowGroupMeta>,
+    tags: crate::tags::CatalogBuilder,
+    attr_filter: crate::attr_filter::AttrFilterBuilder,
 }
 
 impl BlockWriter {
@@ -769,6 +903,8 @@ impl BlockWriter {
             spills: BTreeSet::new(),
             resources_seen: HashSet::new(),
             row_groups: Vec::new(),
+            tags: crate::tags::CatalogBuilder::default(),
+            attr_filter: Default::default(),
         })
     }
 
@@ -779,6 +915,10 @@ impl BlockWriter {
     /// Appends spans already in block order (see [`sort_for_block`]).
     pub fn push_sorted(&mut self, sorted: &[&FlatSpan]) -> Result<(), StoreError> {
         use std::hash::{Hash, Hasher};
+        // Resources are deduplicated by address, which is only meaningful while the spans are
+        // alive: an earlier push's resource may be freed and its address reused by another.
+        self.resources_seen.clear();
+        self.tags.new_push();
         for s in sorted {
             let id = trace_id_of(s);
             if self.last != Some(id) {
@@ -809,7 +949,12 @@ impl BlockWriter {
                 .insert(Arc::as_ptr(&s.resource) as usize)
             {
                 schema::resource_dedicated_spills(&s.resource, &mut self.spills);
+                self.attr_filter
+                    .add_resource_attributes(&s.resource.attributes);
             }
+            self.attr_filter.add_span_attributes(&s.span.attributes);
+            self.tags.add_span_attributes(&s.span.attributes);
+            self.tags.add_resource(&s.resource);
         }
         // Row groups are cut here, never by the writer (its caps are off), and never split a
         // trace, so a trace lookup reads one row group.
@@ -865,6 +1010,8 @@ impl BlockWriter {
             compacted_from,
             created_unix_nano: now_nanos(),
             dedicated_spills: Some(self.spills.into_iter().map(str::to_string).collect()),
+            tags: Some(self.tags.finish()),
+            attr_filter: Some(self.attr_filter.finish()),
         };
         let dir = meta.dir();
         // Encryption at rest: a fresh data key per block, its envelope (`key.json`) first. No key
@@ -970,9 +1117,10 @@ mod tests {
                     service: Some("checkout".into()),
                     ..Default::default()
                 };
-                let cq = ColumnQuery::compile(&q).expect("compiles");
+                let m = Matcher::new(&q).unwrap();
+                let cq = ColumnQuery::compile(&m).expect("compiles");
                 let by_columns = block.search_columns(cq, 1000).await.unwrap();
-                let by_rows = block.search_rows(&q).await.unwrap();
+                let by_rows = block.search_rows(&m).await.unwrap();
                 assert_eq!(by_columns, by_rows, "{q:?}");
             }
         }
@@ -989,8 +1137,9 @@ mod tests {
                 ..Default::default()
             };
             let got = block.search(&q).await.unwrap();
+            let m = Matcher::new(&q).unwrap();
             let mut all: Vec<(TraceId, u64)> =
-                block.search_rows(&q).await.unwrap().into_iter().collect();
+                block.search_rows(&m).await.unwrap().into_iter().collect();
             all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             all.truncate(limit);
             assert_eq!(
@@ -998,6 +1147,63 @@ mod tests {
                 all.into_iter().collect::<HashMap<_, _>>(),
                 "limit {limit}"
             );
+        }
+    }
+
+    /// A block written before the tag catalog (no `tags` in its meta) answers generic attribute
+    /// searches through the row path, the same as with the catalog through the leaf filter.
+    #[tokio::test]
+    async fn blocks_without_a_tag_catalog_still_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().to_path_buf()).unwrap();
+        let tenant = Tenant::new("t1").unwrap();
+        let spans: Vec<FlatSpan> = (1..=40u8)
+            .map(|t| {
+                let mut s = rich_span(t, 1, None);
+                s.span
+                    .attributes
+                    .push(attrs::kv_str("client.address", format!("10.0.0.{}", t % 4)));
+                s
+            })
+            .collect();
+        let refs: Vec<&FlatSpan> = spans.iter().collect();
+        let block = write_block(&storage, &tenant, &refs, 8, vec![])
+            .await
+            .unwrap();
+        let tags = block.meta.tags.clone().expect("new blocks have a catalog");
+        assert_eq!(tags.span["client.address"].values.len(), 4);
+        assert!(tags.resource.contains_key("host.name"));
+        let json = serde_json::to_value(&block.meta).unwrap();
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("tags");
+        let old_meta: BlockMeta = serde_json::from_value(old).unwrap();
+        assert!(old_meta.tags.is_none());
+        let old_block = Block::from_parts(old_meta, block.bloom.clone(), storage.clone()).unwrap();
+        for q in [
+            SearchQuery {
+                attributes: vec![("client.address".into(), "10.0.0.1".into())],
+                ..Default::default()
+            },
+            SearchQuery {
+                conditions: vec![crate::SpanCondition {
+                    field: crate::SpanField::Attribute {
+                        scope: crate::AttrScope::Any,
+                        key: "client.address".into(),
+                    },
+                    op: crate::CompareOp::Regex,
+                    value: crate::TagValue::String("10\\.0\\.0\\.[12]".into()),
+                }],
+                ..Default::default()
+            },
+        ] {
+            let m = Matcher::new(&q).unwrap();
+            assert!(ColumnQuery::compile_for(&m, block.meta.tags.as_ref()).is_some());
+            assert!(ColumnQuery::compile_for(&m, None).is_none());
+            let new = block.search(&q).await.unwrap();
+            let old = old_block.search(&q).await.unwrap();
+            assert!(!new.is_empty());
+            assert_eq!(new, old, "{q:?}");
+            assert_eq!(new, block.search_rows(&m).await.unwrap());
         }
     }
 

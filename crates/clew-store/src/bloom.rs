@@ -30,23 +30,86 @@ impl Bloom {
         }
     }
 
+    /// A filter of `2^log2_bits` bits (at least 64), for [`Bloom::fold_to`]: with a power-of-two
+    /// size, a position modulo half the size is the position the half-size filter would use.
+    pub fn with_bits_pow2(log2_bits: u32) -> Self {
+        let bits = 1u64 << log2_bits.clamp(6, 40);
+        Self {
+            probes: PROBES,
+            bits,
+            words: vec![0; (bits / 64) as usize],
+        }
+    }
+
     /// Double hashing from one 64-bit mix of the whole id, so ids sharing a half still spread.
     fn positions(&self, id: &TraceId) -> impl Iterator<Item = u64> + '_ {
-        let h1 = mix(id.low_u64() ^ mix(id.high_u64()));
+        self.positions_of(mix(id.low_u64() ^ mix(id.high_u64())))
+    }
+
+    fn positions_of(&self, h1: u64) -> impl Iterator<Item = u64> + '_ {
         let h2 = mix(h1 ^ 0x632b_e59b_d9b4_e019) | 1;
         (0..self.probes as u64).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % self.bits)
     }
 
-    pub fn insert(&mut self, id: &TraceId) {
-        let pos: Vec<u64> = self.positions(id).collect();
-        for p in pos {
+    fn set(&mut self, h1: u64) {
+        let (bits, probes) = (self.bits, self.probes as u64);
+        let h2 = mix(h1 ^ 0x632b_e59b_d9b4_e019) | 1;
+        for i in 0..probes {
+            let p = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
             self.words[(p / 64) as usize] |= 1 << (p % 64);
         }
+    }
+
+    fn test(&self, h1: u64) -> bool {
+        self.positions_of(h1)
+            .all(|p| self.words[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+
+    pub fn insert(&mut self, id: &TraceId) {
+        self.set(mix(id.low_u64() ^ mix(id.high_u64())));
     }
 
     pub fn may_contain(&self, id: &TraceId) -> bool {
         self.positions(id)
             .all(|p| self.words[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+
+    /// Inserts an item given as a 64-bit hash (which must itself be well spread; it is mixed once
+    /// more).
+    pub fn insert_hash(&mut self, h: u64) {
+        self.set(mix(h));
+    }
+
+    pub fn may_contain_hash(&self, h: u64) -> bool {
+        self.test(mix(h))
+    }
+
+    pub fn bits(&self) -> u64 {
+        self.bits
+    }
+
+    /// Halves the filter until it has at most `bits` bits (a power of two, ≥ 64), OR-ing the
+    /// upper half onto the lower: every item inserted before still tests positive, since for a
+    /// power-of-two size `x mod (m/2) = (x mod m) mod (m/2)`. A no-op on other sizes.
+    pub fn fold_to(&mut self, bits: u64) {
+        if !self.bits.is_power_of_two() || !bits.is_power_of_two() || bits < 64 {
+            return;
+        }
+        while self.bits > bits {
+            let half = self.words.len() / 2;
+            let (lo, hi) = self.words.split_at_mut(half);
+            for (l, h) in lo.iter_mut().zip(hi.iter()) {
+                *l |= *h;
+            }
+            self.words.truncate(half);
+            self.bits /= 2;
+        }
+    }
+
+    /// Share of bits set, 0.0–1.0 (how saturated the filter is).
+    pub fn fill_ratio(&self) -> f64 {
+        let ones: u64 = self.words.iter().map(|w| w.count_ones() as u64).sum();
+        ones as f64 / self.bits as f64
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -116,6 +179,28 @@ mod tests {
         assert!((0..10_000).all(|i| b.may_contain(&id(i))));
         let fp = (10_000..110_000).filter(|&i| b.may_contain(&id(i))).count();
         assert!(fp < 3_000, "false positive rate too high: {fp}/100000");
+    }
+
+    #[test]
+    fn folding_keeps_every_item() {
+        let mut b = Bloom::with_bits_pow2(20);
+        let items: Vec<u64> = (0..2_000u64).map(|i| mix(i * 7 + 1)).collect();
+        for &h in &items {
+            b.insert_hash(h);
+        }
+        b.fold_to(1 << 15);
+        assert_eq!(b.bits(), 1 << 15);
+        assert!(items.iter().all(|&h| b.may_contain_hash(h)));
+        let fp = (0..100_000u64)
+            .filter(|&i| b.may_contain_hash(mix(i * 7 + 2) ^ 0x5555))
+            .count();
+        // 2000 items in 32768 bits (16 bits per item): well under 1 % in theory.
+        assert!(
+            fp < 1_000,
+            "false positive rate too high after folding: {fp}/100000"
+        );
+        let back = Bloom::from_bytes(&b.to_bytes()).unwrap();
+        assert_eq!(back, b);
     }
 
     #[test]

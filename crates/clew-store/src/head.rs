@@ -6,7 +6,9 @@
 
 use crate::api::{SearchQuery, TraceHit};
 use crate::catalog::Catalog;
-use crate::matcher::{self, SpanView};
+use crate::matcher::{Matcher, SpanView, Val};
+use crate::tags::TagCatalog;
+use crate::StoreError;
 use clew_model::flat::flatten;
 use clew_model::{attrs, FlatSpan, SpanBatch, Tenant, TraceId};
 use parking_lot::RwLock;
@@ -38,6 +40,8 @@ pub struct HeadGen {
     pub tenants: HashMap<Tenant, TenantHead>,
     pub created: Instant,
     pub span_count: usize,
+    /// Tag catalogs of a sealed (immutable) generation, per tenant, built on first use.
+    tag_cache: parking_lot::Mutex<HashMap<Tenant, Arc<TagCatalog>>>,
 }
 
 impl Default for HeadGen {
@@ -46,6 +50,7 @@ impl Default for HeadGen {
             tenants: HashMap::new(),
             created: Instant::now(),
             span_count: 0,
+            tag_cache: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 }
@@ -59,12 +64,12 @@ impl HeadGen {
         }
     }
 
-    fn search_into(&self, tenant: &Tenant, q: &SearchQuery, hits: &mut HashMap<TraceId, u64>) {
+    fn search_into(&self, tenant: &Tenant, m: &Matcher, hits: &mut HashMap<TraceId, u64>) {
         let Some(th) = self.tenants.get(tenant) else {
             return;
         };
         for s in &th.spans {
-            if matcher::matches(q, &FlatView(s)) {
+            if m.matches(&FlatView(s)) {
                 if let Ok(id) = TraceId::from_bytes(&s.span.trace_id) {
                     let e = hits.entry(id).or_insert(0);
                     *e = (*e).max(s.span.start_time_unix_nano);
@@ -101,6 +106,44 @@ impl SpanView for FlatView<'_> {
             .or_else(|| attrs::get(&self.0.resource.attributes, key))
             .map(attrs::to_text)
     }
+    fn status_message(&self) -> &str {
+        self.0
+            .span
+            .status
+            .as_ref()
+            .map(|s| s.message.as_str())
+            .unwrap_or("")
+    }
+    fn span_attr(&self, key: &str) -> Option<Val<'_>> {
+        typed(&self.0.span.attributes, key)
+    }
+    fn resource_attr(&self, key: &str) -> Option<Val<'_>> {
+        typed(&self.0.resource.attributes, key)
+    }
+}
+
+/// The first attribute named `key`, typed. A key without a value is present (as `Other`), as it
+/// is once written to a block (every value column null).
+pub fn typed<'a>(list: &'a [clew_model::otlp::common::KeyValue], key: &str) -> Option<Val<'a>> {
+    list.iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| kv.value.as_ref().map_or(Val::Other, Val::of))
+}
+
+fn gen_catalog(g: &HeadGen, tenant: &Tenant, range: Option<(u64, u64)>) -> TagCatalog {
+    let mut b = crate::tags::CatalogBuilder::default();
+    if let Some(th) = g.tenants.get(tenant) {
+        // Resources are deduplicated by address: every span of the generation is alive here.
+        for s in &th.spans {
+            let t = s.span.start_time_unix_nano;
+            if range.is_some_and(|(lo, hi)| t < lo || t > hi) {
+                continue;
+            }
+            b.add_span_attributes(&s.span.attributes);
+            b.add_resource(&s.resource);
+        }
+    }
+    b.finish()
 }
 
 pub struct Head {
@@ -184,11 +227,16 @@ impl Head {
     }
 
     /// All matching traces in the head with their latest matching start time.
-    pub fn search(&self, tenant: &Tenant, q: &SearchQuery) -> Vec<TraceHit> {
+    pub fn search(&self, tenant: &Tenant, q: &SearchQuery) -> Result<Vec<TraceHit>, StoreError> {
+        Ok(self.search_matcher(tenant, &Matcher::new(q)?))
+    }
+
+    /// [`Head::search`] with the query already compiled.
+    pub fn search_matcher(&self, tenant: &Tenant, m: &Matcher) -> Vec<TraceHit> {
         let mut hits = HashMap::new();
-        self.active.read().search_into(tenant, q, &mut hits);
+        self.active.read().search_into(tenant, m, &mut hits);
         for g in self.sealed.read().iter() {
-            g.search_into(tenant, q, &mut hits);
+            g.search_into(tenant, m, &mut hits);
         }
         hits.into_iter()
             .map(|(trace_id, start_unix_nano)| TraceHit {
@@ -196,6 +244,29 @@ impl Head {
                 start_unix_nano,
             })
             .collect()
+    }
+
+    /// Tag catalogs of the head's spans of a tenant (started in `range`, if given), one per
+    /// generation: the active one is scanned at query time (it changes with every batch, and
+    /// holds at most `flush_max_spans`), a sealed one's unranged catalog is kept once built.
+    pub fn tag_catalogs(&self, tenant: &Tenant, range: Option<(u64, u64)>) -> Vec<Arc<TagCatalog>> {
+        let mut out = vec![Arc::new(gen_catalog(&self.active.read(), tenant, range))];
+        for g in self.sealed.read().iter() {
+            if range.is_some() {
+                out.push(Arc::new(gen_catalog(g, tenant, range)));
+                continue;
+            }
+            let cached = g.tag_cache.lock().get(tenant).cloned();
+            out.push(match cached {
+                Some(c) => c,
+                None => {
+                    let c = Arc::new(gen_catalog(g, tenant, None));
+                    g.tag_cache.lock().insert(tenant.clone(), c.clone());
+                    c
+                }
+            });
+        }
+        out
     }
 
     /// Visits every head span of a tenant.

@@ -11,8 +11,8 @@
 pub mod api;
 
 pub use api::{
-    AttrScope, CompareOp, DependencyLink, Operation, SearchQuery, SpanCondition, SpanField, TagValue,
-    TraceHit, TraceReader,
+    AttrScope, CompareOp, DependencyLink, Operation, SearchQuery, SpanCondition, SpanField,
+    TagValue, TraceHit, TraceReader,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::StoreMetrics;
@@ -53,6 +53,9 @@ pub enum StoreError {
         tenant: String,
         reason: String,
     },
+    /// The query itself is wrong (a bad regular expression): the caller's fault, HTTP 400.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// A start-up problem with the configuration or what it points at (a bucket, credentials):
@@ -61,6 +64,7 @@ pub enum StoreError {
     Config { key: String, message: String },
 }
 
+pub mod attr_filter;
 pub mod block;
 pub mod bloom;
 pub mod catalog;
@@ -77,4 +81,5 @@ pub mod schema;
 pub mod sealed_block;
 pub mod storage;
 pub mod store;
+pub mod tags;
 pub mod wal;

@@ -43,6 +43,10 @@ struct Inner {
     tiering_bytes: Counter,
     tiering_failures: Counter,
     unreadable_blocks: Family<TenantLabel, Gauge>,
+    /// Blocks a search read (scanned), and blocks it skipped after reading some (newest-first
+    /// early termination) or on metadata alone (time range, services, attribute filter).
+    search_blocks_read: Counter,
+    search_blocks_skipped: Counter,
     retention: crate::retention::RetentionMetrics,
 }
 
@@ -68,6 +72,8 @@ impl Default for StoreMetrics {
             tiering_bytes: Counter::default(),
             tiering_failures: Counter::default(),
             unreadable_blocks: Family::default(),
+            search_blocks_read: Counter::default(),
+            search_blocks_skipped: Counter::default(),
             retention: Default::default(),
         }))
     }
@@ -76,6 +82,17 @@ impl Default for StoreMetrics {
 impl StoreMetrics {
     pub fn register(&self, r: &mut Registry) {
         let m = &self.0;
+        r.register(
+            "clew_store_search_blocks_read",
+            "Blocks scanned by searches",
+            m.search_blocks_read.clone(),
+        );
+        r.register(
+            "clew_store_search_blocks_skipped",
+            "Blocks a search did not scan: ruled out by block metadata (time range, services, \
+             attribute-value filter) or by enough newer hits already found",
+            m.search_blocks_skipped.clone(),
+        );
         r.register(
             "clew_wal_fsync_seconds",
             "Latency of WAL group-commit write+fsync",
@@ -227,6 +244,20 @@ impl StoreMetrics {
         } else {
             self.0.tiering_failures.inc();
         }
+    }
+
+    pub fn searched_blocks(&self, read: u64, skipped: u64) {
+        self.0.search_blocks_read.inc_by(read);
+        self.0.search_blocks_skipped.inc_by(skipped);
+    }
+
+    /// Blocks scanned by searches so far (tests and diagnostics).
+    pub fn search_blocks_read(&self) -> u64 {
+        self.0.search_blocks_read.get()
+    }
+
+    pub fn search_blocks_skipped(&self) -> u64 {
+        self.0.search_blocks_skipped.get()
     }
 
     pub fn flushed(&self, ok: bool) {

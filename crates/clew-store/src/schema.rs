@@ -473,6 +473,23 @@ impl<'a> AttrList<'a> {
         AnyValue { value }
     }
 
+    /// Finds `key` in a row, typed, without building the whole list.
+    pub fn typed_of(&self, row: usize, key: &str) -> Option<crate::matcher::Val<'a>> {
+        use crate::matcher::Val;
+        let i = self.range(row).find(|&i| self.keys.value(i) == key)?;
+        Some(if self.strs.is_valid(i) {
+            Val::Str(std::borrow::Cow::Borrowed(self.strs.value(i)))
+        } else if self.ints.is_valid(i) {
+            Val::Int(self.ints.value(i))
+        } else if self.doubles.is_valid(i) {
+            Val::Double(self.doubles.value(i))
+        } else if self.bools.is_valid(i) {
+            Val::Bool(self.bools.value(i))
+        } else {
+            Val::Other
+        })
+    }
+
     /// Finds `key` in a row and renders it as text, without building the whole list.
     pub fn text_of(&self, row: usize, key: &str) -> Option<String> {
         self.range(row)

@@ -1,12 +1,15 @@
 //! [`Store`]: the WAL, head, blocks and compactor wired together. It is a [`SpanSink`] (an append
 //! returns once fsynced) and a [`TraceReader`].
 
-use crate::api::{DependencyLink, Operation, SearchQuery, TraceHit, TraceReader};
+use crate::api::{
+    AttrScope, DependencyLink, Operation, SearchQuery, TagValue, TraceHit, TraceReader,
+};
 use crate::block::{self, Block, BlockMeta, BlockRef, META_FILE};
 use crate::catalog::Catalog;
 use crate::clock::{Clock, SystemClock};
 use crate::head::Head;
 use crate::holds::Holds;
+use crate::matcher::Matcher;
 use crate::metrics::StoreMetrics;
 use crate::retention::{self, RetentionPolicy, RetentionReport, StoreEvents};
 use crate::storage::{Storage, Tier};
@@ -1028,6 +1031,122 @@ fn prorated_traces(meta: &BlockMeta, start: u64, end: u64) -> u64 {
     (meta.trace_count as f64 * share).round() as u64
 }
 
+/// A block's tag catalog if the block may hold spans started in `range` (block granularity: its
+/// whole catalog counts once its time span overlaps).
+fn block_tags_in(b: &Block, range: Option<(u64, u64)>) -> Option<&crate::tags::TagCatalog> {
+    if range
+        .is_some_and(|(lo, hi)| b.meta.max_start_unix_nano < lo || b.meta.min_start_unix_nano > hi)
+    {
+        return None;
+    }
+    b.meta.tags.as_ref()
+}
+
+impl Store {
+    /// [`TraceReader::search`], which reads blocks newest first and stops once the rest cannot
+    /// change the answer; `exhaustive` reads every block the metadata does not rule out (the
+    /// reference the early stop is tested against).
+    #[doc(hidden)]
+    pub async fn search_blocks(
+        &self,
+        tenant: &Tenant,
+        q: &SearchQuery,
+        exhaustive: bool,
+    ) -> Result<Vec<TraceHit>, StoreError> {
+        let q = &self.clamp_to_retention(tenant, q);
+        // Compiled once (regexes) for the head and every block; a bad regex fails here.
+        let m = Arc::new(Matcher::new(q)?);
+        let mut hits: HashMap<TraceId, u64> = self
+            .inner
+            .head
+            .search_matcher(tenant, &m)
+            .into_iter()
+            .map(|h| (h.trace_id, h.start_unix_nano))
+            .collect();
+        let all = self.blocks(tenant);
+        let total = all.len();
+        let mut blocks: Vec<BlockRef> = all.into_iter().filter(|b| b.may_match(q)).collect();
+        // Newest first: a search wants the `limit` newest traces, and a block can only add hits
+        // no newer than its newest span start.
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.max_start_unix_nano));
+        let limit = q.effective_limit();
+        // One task per block, as many at a time as there are cores (futures polled by one task
+        // would share a thread), started in that order. Before starting the next, stop if it and
+        // the rest cannot change the answer (`answer_is_settled`); blocks already started finish.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut read = 0;
+        let mut rest = blocks.into_iter().peekable();
+        let mut running = futures::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < parallel {
+                let Some(next) = rest.peek() else { break };
+                if !exhaustive
+                    && answer_is_settled(&hits, limit, next.meta.max_start_unix_nano, |id| {
+                        self.is_erasing(tenant, id)
+                    })
+                {
+                    rest = Vec::new().into_iter().peekable();
+                    break;
+                }
+                let Some(b) = rest.next() else { break };
+                read += 1;
+                let m = m.clone();
+                running.push(tokio::spawn(async move {
+                    let r = b.search_matcher(&m).await;
+                    skip_unreadable(&b, r)
+                }));
+            }
+            let Some(done) = running.next().await else {
+                break;
+            };
+            let found =
+                done.map_err(|e| StoreError::Internal(format!("block search task failed: {e}")))??;
+            for (id, t) in found {
+                let e = hits.entry(id).or_insert(0);
+                *e = (*e).max(t);
+            }
+        }
+        self.inner
+            .metrics
+            .searched_blocks(read as u64, (total - read) as u64);
+        let mut out: Vec<TraceHit> = hits
+            .into_iter()
+            .filter(|(id, _)| !self.is_erasing(tenant, id))
+            .map(|(trace_id, start_unix_nano)| TraceHit {
+                trace_id,
+                start_unix_nano,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.start_unix_nano
+                .cmp(&a.start_unix_nano)
+                .then(a.trace_id.cmp(&b.trace_id))
+        });
+        out.truncate(q.effective_limit());
+        Ok(out)
+    }
+}
+
+/// Whether the `limit` newest hits found so far are final: at least `limit` visible traces, the
+/// `limit`-th newest strictly newer than `newest_unread` (the newest span start of any block not
+/// yet read). A block not read can then neither add a trace that ranks among them (its hits start
+/// no later than `newest_unread`; strictly, since equal starts are ordered by trace id) nor raise
+/// a trace's latest start past them. Blocks return at most their own `limit` newest traces, and
+/// the ones read return the same as in a full search, so the answer is the full search's.
+fn answer_is_settled(
+    hits: &HashMap<TraceId, u64>,
+    limit: usize,
+    newest_unread: u64,
+    erasing: impl Fn(&TraceId) -> bool,
+) -> bool {
+    // The limit-th newest is newer than the bound iff at least `limit` hits are.
+    hits.iter()
+        .filter(|(id, &t)| t > newest_unread && !erasing(id))
+        .take(limit)
+        .count()
+        >= limit
+}
+
 #[async_trait::async_trait]
 impl TraceReader for Store {
     async fn trace(&self, tenant: &Tenant, id: TraceId) -> Result<Vec<FlatSpan>, StoreError> {
@@ -1054,58 +1173,7 @@ impl TraceReader for Store {
     }
 
     async fn search(&self, tenant: &Tenant, q: &SearchQuery) -> Result<Vec<TraceHit>, StoreError> {
-        let q = &self.clamp_to_retention(tenant, q);
-        let mut hits: HashMap<TraceId, u64> = self
-            .inner
-            .head
-            .search(tenant, q)
-            .into_iter()
-            .map(|h| (h.trace_id, h.start_unix_nano))
-            .collect();
-        let blocks: Vec<BlockRef> = self
-            .blocks(tenant)
-            .into_iter()
-            .filter(|b| b.may_match(q))
-            .collect();
-        // One task per block so scans decode on every core (futures polled by one task would
-        // share a thread).
-        let scans = blocks.into_iter().map(|b| {
-            let q = q.clone();
-            async move {
-                tokio::spawn(async move {
-                    let r = b.search(&q).await;
-                    skip_unreadable(&b, r)
-                })
-                .await
-                .map_err(|e| StoreError::Internal(format!("block search task failed: {e}")))?
-            }
-        });
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let found: Vec<HashMap<TraceId, u64>> = stream::iter(scans)
-            .buffer_unordered(parallel)
-            .try_collect()
-            .await?;
-        for m in found {
-            for (id, t) in m {
-                let e = hits.entry(id).or_insert(0);
-                *e = (*e).max(t);
-            }
-        }
-        let mut out: Vec<TraceHit> = hits
-            .into_iter()
-            .filter(|(id, _)| !self.is_erasing(tenant, id))
-            .map(|(trace_id, start_unix_nano)| TraceHit {
-                trace_id,
-                start_unix_nano,
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.start_unix_nano
-                .cmp(&a.start_unix_nano)
-                .then(a.trace_id.cmp(&b.trace_id))
-        });
-        out.truncate(q.effective_limit());
-        Ok(out)
+        self.search_blocks(tenant, q, false).await
     }
 
     async fn estimate_trace_count(
@@ -1120,11 +1188,49 @@ impl TraceReader for Store {
             end_unix_nano: Some(end),
             ..Default::default()
         };
-        let mut total = self.inner.head.search(tenant, &q).len() as u64;
+        let mut total = self.inner.head.search(tenant, &q)?.len() as u64;
         for b in self.blocks(tenant) {
             total += prorated_traces(&b.meta, start, end);
         }
         Ok(total)
+    }
+
+    async fn tag_names(
+        &self,
+        tenant: &Tenant,
+        scope: AttrScope,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut names = std::collections::BTreeSet::new();
+        for c in self.inner.head.tag_catalogs(tenant, range) {
+            c.names_into(scope, &mut names);
+        }
+        for b in self.blocks(tenant) {
+            if let Some(tags) = block_tags_in(&b, range) {
+                tags.names_into(scope, &mut names);
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    async fn tag_values(
+        &self,
+        tenant: &Tenant,
+        scope: AttrScope,
+        key: &str,
+        range: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<TagValue>, StoreError> {
+        let mut values = std::collections::BTreeSet::new();
+        for c in self.inner.head.tag_catalogs(tenant, range) {
+            c.values_into(scope, key, &mut values);
+        }
+        for b in self.blocks(tenant) {
+            if let Some(tags) = block_tags_in(&b, range) {
+                tags.values_into(scope, key, &mut values);
+            }
+        }
+        Ok(crate::tags::to_tag_values(values, limit))
     }
 
     async fn services(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {

@@ -88,6 +88,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("static/js/util.js", JS),
     asset!("static/js/model.js", JS),
     asset!("static/js/search.js", JS),
+    asset!("static/js/traceql.js", JS),
     asset!("static/js/trace.js", JS),
     asset!("static/js/compare.js", JS),
     asset!("static/js/graph.js", JS),

@@ -92,8 +92,102 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `clew search -q`: a TraceQL search through the Tempo API, one line per matching trace.
+async fn search_traceql(args: &SearchArgs, traceql: &str) -> anyhow::Result<()> {
+    let since = humantime::parse_duration(&args.since)
+        .with_context(|| format!("--since {:?}", args.since))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    // Tempo takes start and end in Unix seconds.
+    let end = now.as_secs() + 1;
+    let start = now.saturating_sub(since).as_secs();
+    let params = [
+        ("q", traceql.to_string()),
+        ("limit", args.limit.to_string()),
+        ("start", start.to_string()),
+        ("end", end.to_string()),
+    ];
+    let client = args.target.client()?;
+    let resp = args
+        .target
+        .get(&client, "/tempo/api/search")
+        .query(&params)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach Clew at {}", args.target.query))?;
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        // Tempo answers errors as plain text; accept a JSON `{"error": …}` as well.
+        let text = String::from_utf8_lossy(&body);
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.get("error")
+                    .or_else(|| v.get("message"))
+                    .and_then(|m| m.as_str().map(str::to_string))
+            })
+            .unwrap_or_else(|| text.trim().to_string());
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            bail!("{message}");
+        }
+        bail!("search failed ({status}): {message}");
+    }
+    let body: serde_json::Value =
+        serde_json::from_slice(&body).context("the server's answer is not JSON")?;
+    let traces = body["traces"].as_array().cloned().unwrap_or_default();
+    if traces.is_empty() {
+        println!("no traces found");
+        return Ok(());
+    }
+    println!(
+        "{:<32}  {:<20}  {:<30}  {:<24}  {:>10}  {:>7}",
+        "TRACE ID", "ROOT SERVICE", "ROOT NAME", "START", "DURATION", "MATCHED"
+    );
+    for t in traces {
+        // Tempo sends startTimeUnixNano as a string; accept a number too.
+        let start_nanos = match &t["startTimeUnixNano"] {
+            serde_json::Value::String(s) => s.parse::<u64>().unwrap_or(0),
+            v => v.as_u64().unwrap_or(0),
+        };
+        let start = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(start_nanos);
+        let duration_ms = t["durationMs"].as_u64().unwrap_or(0);
+        let sets = t["spanSets"]
+            .as_array()
+            .cloned()
+            .or_else(|| t.get("spanSet").map(|s| vec![s.clone()]))
+            .unwrap_or_default();
+        let matched: u64 = sets.iter().filter_map(|s| s["matched"].as_u64()).sum();
+        println!(
+            "{:<32}  {:<20}  {:<30}  {:<24}  {:>10}  {:>7}",
+            t["traceID"].as_str().unwrap_or("?"),
+            t["rootServiceName"]
+                .as_str()
+                .unwrap_or("?")
+                .chars()
+                .take(20)
+                .collect::<String>(),
+            t["rootTraceName"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(30)
+                .collect::<String>(),
+            humantime::format_rfc3339_millis(start).to_string(),
+            clew_query::format_duration_nanos(duration_ms.saturating_mul(1_000_000)),
+            matched
+        );
+    }
+    Ok(())
+}
+
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
+    /// A TraceQL query, e.g. `{ resource.service.name = "cart" && status = error }`, run by the
+    /// server's Tempo API (`/tempo/api/search` on the query port). The long form is `--traceql`
+    /// because `--query` is the query API's URL, as in every other client subcommand.
+    #[arg(short = 'q', long = "traceql", value_name = "TRACEQL",
+          conflicts_with_all = ["service", "operation", "attrs", "min_duration", "max_duration"])]
+    pub traceql: Option<String>,
     #[arg(long)]
     pub service: Option<String>,
     /// Span name.
@@ -117,6 +211,9 @@ pub struct SearchArgs {
 }
 
 pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
+    if let Some(q) = &args.traceql {
+        return search_traceql(&args, q).await;
+    }
     let mut params: Vec<(String, String)> = Vec::new();
     if let Some(s) = &args.service {
         params.push(("service".into(), s.clone()));

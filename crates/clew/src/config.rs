@@ -29,6 +29,8 @@ pub struct Config {
     pub connectors: serde_yaml::Mapping,
     pub storage: Storage,
     pub query: Query,
+    /// Grafana Tempo's HTTP API (`clew_query::tempo_router`): its own listener, `:3200` as Tempo.
+    pub tempo: Tempo,
     pub tenancy: Tenancy,
     /// Per-tenant limits (Tempo's overrides): `defaults`, `per_tenant_file`, `reload_interval`.
     pub limits: Option<clew_security::limits::LimitsConfig>,
@@ -358,6 +360,28 @@ impl Default for Query {
     }
 }
 
+/// `tempo:`: the listener of Tempo's HTTP API, for Grafana's Tempo data source. `tls` and `auth`
+/// as for `query:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tempo {
+    #[serde(deserialize_with = "de_addr")]
+    pub endpoint: SocketAddr,
+    pub tls: Option<TlsServerSettings>,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+impl Default for Tempo {
+    fn default() -> Self {
+        Self {
+            endpoint: addr("127.0.0.1:3200"),
+            tls: None,
+            auth: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tenancy {
@@ -623,9 +647,15 @@ impl Config {
                 }
                 "redaction" => {
                     let c: clew_processors::redaction::RedactionConfig = sub(&key, value)?;
-                    let metrics = clew_processors::redaction::RedactionMetrics::default();
-                    clew_processors::redaction::Redaction::new(name.to_string(), c.clone(), &metrics)
+                    // `validate`: with `hash_key_source: key_provider` the secret is resolved
+                    // at start-up (pipelines.rs), so only the rest can be checked here.
+                    clew_processors::redaction::Redaction::validate(name.to_string(), c.clone())
                         .map_err(|e| anyhow::anyhow!("key `{key}.{}`: {}", e.key, e.message))?;
+                    if c.hash_key_source == clew_processors::redaction::HashKeyOrigin::KeyProvider
+                        && self.storage.encryption.is_none()
+                    {
+                        bail!("key `{key}.hash_key_source`: `key_provider` needs `storage.encryption` (its key provider generates and wraps the HMAC secret) (fix: configure storage.encryption — see docs/encryption-at-rest.md — or give the key with hash_key_file, hash_key_env or hash_keys)");
+                    }
                     ProcessorConfig::Redaction(Box::new(c))
                 }
                 "baggage_policy" => {
@@ -841,6 +871,11 @@ impl Config {
             self.query.endpoint,
             self.query.tls.as_ref(),
         ));
+        out.push(ListenerConfig::new(
+            "tempo",
+            self.tempo.endpoint,
+            self.tempo.tls.as_ref(),
+        ));
         if let Some(rs) = self.remote_sampling() {
             out.push(ListenerConfig::new(
                 "extensions.jaeger_remote_sampling.http",
@@ -860,6 +895,7 @@ impl Config {
         }
         out.extend(self.receivers.zipkin.as_mut().and_then(|z| z.tls.as_mut()));
         out.extend(self.query.tls.as_mut());
+        out.extend(self.tempo.tls.as_mut());
         out.extend(
             self.extensions
                 .jaeger_remote_sampling
@@ -889,6 +925,14 @@ impl Config {
                     l.key, l.addr
                 ));
             }
+        }
+        // The Tempo API reads the same traces as the query API: on loopback too, a local process
+        // would get around `query.auth` through it.
+        if self.query.auth.is_some() && self.tempo.auth.is_none() {
+            out.push(format!(
+                "`tempo.endpoint` ({}) serves every tenant's traces without authentication while `query` requires it (fix: add `tempo.auth`, e.g. the same as `query.auth`)",
+                self.tempo.endpoint
+            ));
         }
         out
     }
@@ -923,6 +967,7 @@ impl Config {
                 .as_ref(),
             "receivers.zipkin" => self.receivers.zipkin.as_ref()?.auth.as_ref(),
             "query" => self.query.auth.as_ref(),
+            "tempo" => self.tempo.auth.as_ref(),
             "extensions.jaeger_remote_sampling.http" => self.remote_sampling()?.http.auth.as_ref(),
             _ => None,
         }
@@ -944,6 +989,9 @@ impl Config {
         }
         if let Some(a) = self.query.auth.as_mut() {
             out.push(("query", a));
+        }
+        if let Some(a) = self.tempo.auth.as_mut() {
+            out.push(("tempo", a));
         }
         if let Some(a) = self
             .extensions
@@ -971,6 +1019,7 @@ impl Config {
             out.push(("receivers.zipkin.endpoint", z.endpoint));
         }
         out.push(("query.endpoint", self.query.endpoint));
+        out.push(("tempo.endpoint", self.tempo.endpoint));
         if let Some(rs) = self.remote_sampling() {
             out.push((
                 "extensions.jaeger_remote_sampling.http.endpoint",
@@ -1077,8 +1126,73 @@ mod tests {
     fn empty_file_gives_defaults() {
         let c = Config::parse("", "clew.yaml").unwrap();
         assert_eq!(c.query.endpoint.port(), 16686);
-        // OTLP gRPC and HTTP, Zipkin, query, remote sampling.
-        assert_eq!(c.endpoints().len(), 5);
+        assert_eq!(c.tempo.endpoint.to_string(), "127.0.0.1:3200");
+        // OTLP gRPC and HTTP, Zipkin, query, Tempo API, remote sampling.
+        assert_eq!(c.endpoints().len(), 6);
+        assert!(c.listeners().iter().any(|l| l.key == "tempo"));
+    }
+
+    #[test]
+    fn tempo_section_is_a_listener_like_query() {
+        let c = Config::parse(
+            "tempo:\n  endpoint: 0.0.0.0:3300\n  tls: {cert_file: s.pem, key_file: k.pem}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let l = c
+            .listeners()
+            .into_iter()
+            .find(|l| l.key == "tempo")
+            .unwrap();
+        assert_eq!(l.addr.port(), 3300);
+        assert!(l.tls.is_some());
+        // Exposed without auth: warned about like every other listener.
+        assert!(
+            c.listener_warnings()
+                .iter()
+                .any(|w| w.starts_with("`tempo.endpoint`") && w.contains("without authentication")),
+            "{:?}",
+            c.listener_warnings()
+        );
+        // `query` authenticated, `tempo` not: warned about even on loopback.
+        let tokens = "{bearer_tokens: {file: tokens.yaml}}";
+        let c = Config::parse(&format!("query:\n  auth: {tokens}\n"), "c.yaml").unwrap();
+        assert!(
+            c.listener_warnings()
+                .iter()
+                .any(|w| w.starts_with("`tempo.endpoint` (127.0.0.1:3200)")),
+            "{:?}",
+            c.listener_warnings()
+        );
+        let c = Config::parse(
+            &format!("query:\n  auth: {tokens}\ntempo:\n  auth: {tokens}\n"),
+            "c.yaml",
+        )
+        .unwrap();
+        assert!(c.listener_auth("tempo").is_some());
+        assert!(
+            c.listener_warnings().is_empty(),
+            "{:?}",
+            c.listener_warnings()
+        );
+        let c = Config::parse("tempo:\n  endpoint: 127.0.0.1:3300\n", "c.yaml").unwrap();
+        assert_eq!(c.tempo.endpoint.port(), 3300);
+        assert!(c.listener_auth("tempo").is_none());
+        let e = Config::parse("tempo:\n  endpoint: 127.0.0.1:16686\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tempo.endpoint") && e.contains("query.endpoint"),
+            "{e}"
+        );
+        let e = Config::parse("tempo:\n  endpoint: nowhere\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tempo.endpoint"), "{e}");
+        let e = Config::parse("tempo:\n  port: 1\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]
@@ -1241,7 +1355,8 @@ service:
         );
         let off = Config::parse("service:\n  extensions: []\n", "c.yaml").unwrap();
         assert!(off.remote_sampling().is_none());
-        assert_eq!(off.endpoints().len(), 4);
+        // OTLP gRPC and HTTP, Zipkin, query, Tempo API.
+        assert_eq!(off.endpoints().len(), 5);
     }
 
     #[test]
@@ -1252,7 +1367,7 @@ service:
         )
         .unwrap();
         assert_eq!(c.remote_sampling().unwrap().http.endpoint.port(), 15778);
-        assert_eq!(c.endpoints().len(), 5);
+        assert_eq!(c.endpoints().len(), 6);
         // Defined, and service.extensions absent: on (the default list has it).
         let c = Config::parse(
             "extensions:\n  jaeger_remote_sampling:\n    source: {adaptive: {}}\n",

@@ -1,6 +1,8 @@
 //! `clew keys`: the local keyring of encryption at rest (`init`, `list`, `retire`, `destroy`, on
 //! the file) and key rotation on a running Clew (`rotate`: a new key version, then every block's
-//! data key re-wrapped under it by the server, which audits it — no data is rewritten).
+//! data key re-wrapped under it by the server, which audits it — no data is rewritten), and
+//! `rotate-secret`: a new version of a provider-held secret (a `redaction` processor's HMAC key
+//! with `hash_key_source: key_provider`), used for new hashes from the next start of Clew.
 
 use crate::admin_cli::{call, AdminTarget};
 use anyhow::Context;
@@ -57,6 +59,20 @@ enum KeysCommand {
         /// Confirms the destruction.
         #[arg(long)]
         yes: bool,
+    },
+    /// A new version of a provider-held secret: the HMAC key of the `redaction` processor NAME
+    /// (`hash_key_source: key_provider`). Generated and wrapped by `storage.encryption`'s key
+    /// provider under `{storage.path}/keys/secrets/`; older versions stay, so old hashes can still
+    /// be searched. Clew hashes with the new version from its next start.
+    RotateSecret {
+        /// The processor's name as configured (`redaction/pii`).
+        name: String,
+        /// The Clew configuration (for `storage.path` and `storage.encryption`).
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides `storage.path`, like `clew serve --data-dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -130,6 +146,47 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
                 "destroyed {n} key version(s) of {tenant}: its data written so far is unreadable"
+            );
+        }
+        KeysCommand::RotateSecret {
+            name,
+            config,
+            data_dir,
+        } => {
+            let mut cfg = crate::config::Config::load(&config)?;
+            if let Some(d) = data_dir {
+                cfg.storage.path = d;
+            }
+            let enc = cfg.storage.encryption.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("{}: `storage.encryption` is not configured: provider-held secrets need its key provider (docs/encryption-at-rest.md)", config.display())
+            })?;
+            let provider = enc
+                .build()
+                .map_err(|e| anyhow::anyhow!("key `storage.{e}`"))?;
+            let manager = std::sync::Arc::new(clew_encryption::KeyManager::new(provider));
+            let store = clew_encryption::secrets::SecretStore::new(
+                crate::pipelines::secrets_dir(&cfg.storage.path),
+                manager,
+            );
+            // Unwrap what exists first: a rotation over secrets the provider cannot open would
+            // only hide the problem until the next start.
+            store
+                .load(&name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let v = store
+                .rotate(&name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let versions: Vec<String> = store
+                .versions(&name)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .iter()
+                .map(|v| format!("kp{v}"))
+                .collect();
+            println!(
+                "secret {name:?}: version kp{v} is current (kept: {}); restart Clew to hash new values with it",
+                versions.join(", ")
             );
         }
     }

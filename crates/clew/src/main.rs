@@ -85,6 +85,10 @@ struct ServeArgs {
     /// Query API listen address (overrides query.endpoint).
     #[arg(long, value_parser = config::parse_endpoint)]
     query_endpoint: Option<std::net::SocketAddr>,
+    /// Tempo HTTP API listen address, for Grafana's Tempo data source (overrides tempo.endpoint;
+    /// 127.0.0.1:3200 by default).
+    #[arg(long, value_parser = config::parse_endpoint)]
+    tempo_endpoint: Option<std::net::SocketAddr>,
     /// Jaeger remote sampling listen address (overrides
     /// extensions.jaeger_remote_sampling.http.endpoint; on by default at 127.0.0.1:5778).
     #[arg(long, value_parser = config::parse_endpoint)]
@@ -114,6 +118,9 @@ impl ServeArgs {
         }
         if let Some(a) = self.query_endpoint {
             cfg.query.endpoint = a;
+        }
+        if let Some(a) = self.tempo_endpoint {
+            cfg.tempo.endpoint = a;
         }
         if let Some(a) = self.sampling_endpoint {
             cfg.remote_sampling_settings_mut().http.endpoint = a;

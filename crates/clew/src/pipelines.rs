@@ -67,6 +67,8 @@ pub async fn build(
     store: Arc<dyn SpanSink>,
     registry: &mut Registry,
     adaptive: Option<Arc<Adaptive>>,
+    // `storage.encryption`'s key manager: seals the exporters' sending queues.
+    keys: Option<Arc<clew_encryption::KeyManager>>,
 ) -> anyhow::Result<Built> {
     let graph = &cfg.graph;
     let metrics = Metrics::default();
@@ -88,13 +90,15 @@ pub async fn build(
                     ExporterConfig::Otlp(_) => clew_export::Protocol::Grpc,
                     _ => clew_export::Protocol::Http,
                 };
-                let exp = clew_export::OtlpExporter::start(
+                let exp = clew_export::OtlpExporter::start_with_keys(
                     name,
                     protocol,
                     c,
                     &cfg.storage.path,
                     &export_metrics,
+                    keys.clone(),
                 )
+                .await
                 .map_err(|err| anyhow::anyhow!("exporters.{name}: {err}"))?;
                 tracing::info!(exporter = %name, "exporter started");
                 queued.push((name.clone(), exp.clone()));
@@ -111,6 +115,8 @@ pub async fn build(
         export_metrics.register(registry);
     }
 
+    let hash_keys = provider_hash_keys(cfg, keys.as_ref()).await?;
+
     // Pipelines, downstream first, so a connector finds the pipelines it routes to.
     let mut built: HashMap<String, Arc<Pipeline>> = HashMap::new();
     let mut order = Vec::new();
@@ -123,7 +129,7 @@ pub async fn build(
             };
             outs.push(sink);
         }
-        let pipeline = processors(p, FanOut::of(outs), &metrics)?;
+        let pipeline = processors(p, FanOut::of(outs), &metrics, &hash_keys)?;
         built.insert(p.name.clone(), pipeline.clone());
         order.push((p.name.clone(), pipeline));
         tracing::info!(pipeline = %p.name, receivers = ?p.receivers, processors = ?p.processors.iter().map(|(n, _)| n).collect::<Vec<_>>(), exporters = ?p.exporters, "pipeline");
@@ -227,10 +233,64 @@ impl Metrics {
 }
 
 /// One pipeline's processors in order, ending in `sink`.
+/// The HMAC keys of every `redaction` processor with `hash_key_source: key_provider`, by
+/// processor name (current version first): the processor's secret from
+/// `{storage.path}/keys/secrets/`, unwrapped by `storage.encryption`'s key provider, generated
+/// (version 1) on first start. Rotation (`clew keys rotate-secret`) applies at the next start.
+async fn provider_hash_keys(
+    cfg: &Config,
+    keys: Option<&Arc<clew_encryption::KeyManager>>,
+) -> anyhow::Result<HashMap<String, Vec<clew_processors::redaction::HashKey>>> {
+    use clew_processors::redaction::HashKeyOrigin;
+    let mut out = HashMap::new();
+    for p in &cfg.graph.pipelines {
+        for (name, pc) in &p.processors {
+            let ProcessorConfig::Redaction(c) = pc else {
+                continue;
+            };
+            if c.hash_key_source != HashKeyOrigin::KeyProvider || out.contains_key(name) {
+                continue;
+            }
+            let key = format!("processors.{name}.hash_key_source");
+            let Some(km) = keys else {
+                anyhow::bail!("key `{key}`: `key_provider` needs `storage.encryption` (fix: configure it — see docs/encryption-at-rest.md — or use hash_key_file, hash_key_env or hash_keys)");
+            };
+            let store = clew_encryption::secrets::SecretStore::new(
+                secrets_dir(&cfg.storage.path),
+                km.clone(),
+            );
+            let secrets = store.load_or_create(name).await.map_err(|e| {
+                let fix = if e.is_retryable() {
+                    "fix: start again once the key provider answers"
+                } else {
+                    "fix: check storage.encryption; a secret whose key was destroyed is gone — move its directory aside to start a new one (old hashes will no longer match)"
+                };
+                anyhow::anyhow!(
+                    "key `{key}`: cannot load the HMAC secret of {name:?} from {}: {e} ({fix})",
+                    store.dir().display()
+                )
+            })?;
+            let hash_keys = clew_processors::redaction::keys::provider_keys(
+                secrets.iter().map(|s| (s.version, &s.key[..])),
+            )
+            .map_err(|e| anyhow::anyhow!("key `{key}`: {}", e.message))?;
+            tracing::info!(processor = %name, versions = secrets.len(), current = %hash_keys.first().map(|k| k.id()).unwrap_or(""), "redaction HMAC keys from the key provider");
+            out.insert(name.clone(), hash_keys);
+        }
+    }
+    Ok(out)
+}
+
+/// Where wrapped secrets live: `{storage.path}/keys/secrets`.
+pub fn secrets_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("keys").join("secrets")
+}
+
 fn processors(
     p: &PipelineConfig,
     sink: Arc<dyn SpanSink>,
     metrics: &Metrics,
+    hash_keys: &HashMap<String, Vec<clew_processors::redaction::HashKey>>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     let mut factories: Vec<ProcessorFactory> = Vec::new();
     for (name, pc) in &p.processors {
@@ -248,11 +308,19 @@ fn processors(
             }
             ProcessorConfig::Redaction(c) => {
                 metrics.has_redaction.set(true);
-                let p = clew_processors::redaction::Redaction::new(
-                    name.clone(),
-                    (**c).clone(),
-                    &metrics.redaction,
-                )
+                let p = match hash_keys.get(&name) {
+                    Some(keys) => clew_processors::redaction::Redaction::with_hash_keys(
+                        name.clone(),
+                        (**c).clone(),
+                        &metrics.redaction,
+                        keys.clone(),
+                    ),
+                    None => clew_processors::redaction::Redaction::new(
+                        name.clone(),
+                        (**c).clone(),
+                        &metrics.redaction,
+                    ),
+                }
                 .map_err(|e| anyhow::anyhow!("processors.{name}.{}: {}", e.key, e.message))?;
                 factories.push(Box::new(move |_| Ok(Box::new(p) as Box<dyn Processor>)));
             }

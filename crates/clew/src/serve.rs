@@ -160,6 +160,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Arc::new(store.clone()),
         &mut registry,
         adaptive.clone(),
+        keys.as_ref().map(|k| k.manager.clone()),
     )
     .await?;
     let metadata_keys = cfg.metadata_keys();
@@ -285,7 +286,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("tenancy.header: {e}"))?;
     let reader: Arc<dyn TraceReader> = Arc::new(store.clone());
     let registry = Arc::new(registry);
+    // Tempo's HTTP API: on its own listener (Grafana's Tempo data source), and under `/tempo` on
+    // the query port so the web UI and the CLI reach it without CORS.
+    let tempo_listener = bind(&cfg, "tempo", Alpn::Http).await?;
+    let tempo_app = clew_query::tempo_router(reader.clone(), qcfg.clone());
+    tracing::info!(endpoint = %cfg.tempo.endpoint, "Tempo API listening (Grafana Tempo data source)");
+    servers.spawn(serve_http(
+        tempo_listener,
+        tempo_app.clone(),
+        gate(&cfg, "tempo")?,
+        stopped(),
+        "Tempo API",
+    ));
     let app = clew_query::router(reader.clone(), qcfg)
+        .nest("/tempo", tempo_app)
         .merge(clew_doctor::router(reader, &cfg.tenancy.header))
         .merge(clew_doctor::metrics_router(&cfg.tenancy.header))
         .merge(ops_router(registry))
@@ -304,7 +318,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )),
         None => app,
     };
-    tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, doctor API, web UI, /metrics, /ready)");
+    tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, doctor API, Tempo API under /tempo, web UI, /metrics, /ready)");
     let shutdown = stopped();
     let gate = gate(&cfg, "query")?;
     servers.spawn(serve_http(listener, app, gate, shutdown, "query API"));
@@ -395,9 +409,14 @@ fn gate(cfg: &Config, key: &str) -> anyhow::Result<TenantGateLayer> {
         "query" => gate
             .open_paths(QUERY_OPEN_PATHS)
             .any_tenant_paths(&["/metrics"], auth.and_then(|a| a.metrics_token_hash())),
+        // Liveness and version probes carry no tenant data; Grafana's "Save & test" calls them.
+        "tempo" => gate.open_paths(TEMPO_OPEN_PATHS),
         _ => gate,
     })
 }
+
+/// What the Tempo port serves without authentication.
+const TEMPO_OPEN_PATHS: &[&str] = &["/ready", "/api/echo", "/api/status/buildinfo"];
 
 /// Jaeger's remote sampling endpoint: `GET {path}?service=S` → the strategy JSON, for the
 /// request's tenant (the tenant header, which the tenant gate has rewritten when auth is on).

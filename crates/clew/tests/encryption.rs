@@ -364,3 +364,391 @@ async fn kms_errors_at_start_up_and_at_run_time() {
     let hits = files_with(&data, MARKER.as_bytes());
     assert!(hits.is_empty(), "{hits:?}");
 }
+
+/// A span whose service name, span name and attribute carry `marker`; no tenant header (the
+/// default tenant, as forwarded).
+fn marked_span(trace_id: &str, marker: &str) -> String {
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        - 2_000_000_000;
+    serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": format!("svc-{marker}")}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace_id, "spanId": "0102030405060708",
+            "name": format!("op-{marker}"), "kind": 2,
+            "startTimeUnixNano": start.to_string(),
+            "endTimeUnixNano": (start + 1_000_000).to_string(),
+            "attributes": [{"key": "card.holder", "value": {"stringValue": marker}}]
+        }]}]
+    }]})
+    .to_string()
+}
+
+async fn post_span(server: &Server, trace_id: &str, marker: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.http))
+        .header("content-type", "application/json")
+        .body(marked_span(trace_id, marker))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The front of `examples/config/forward-otlp.yaml`, forwarding to `back_grpc`, with
+/// `storage.encryption` from `encryption-local.yaml` when `keyring` is given.
+fn forwarding_config(dir: &Path, back_grpc: &str, keyring: Option<&Path>) -> PathBuf {
+    let mut cfg = example("forward-otlp.yaml");
+    cfg["exporters"]["otlp/back"]["endpoint"] = back_grpc.trim_start_matches("http://").into();
+    cfg["exporters"]["otlp/back"]["retry_on_failure"] =
+        serde_yaml::from_str("{initial_interval: 200ms, max_interval: 1s}").unwrap();
+    if let Some(keyring) = keyring {
+        let mut enc = example("encryption-local.yaml");
+        enc["storage"]["encryption"]["local"]["keyring"] = keyring.to_str().unwrap().into();
+        cfg["storage"] = enc["storage"].clone();
+        cfg["storage"].as_mapping_mut().unwrap().remove("path");
+    }
+    let name = if keyring.is_some() {
+        "front-enc.yaml"
+    } else {
+        "front.yaml"
+    };
+    let path = dir.join(name);
+    std::fs::write(&path, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn the_exporter_queue_is_sealed_and_older_plaintext_queues_still_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.yaml");
+    let out = clew(&["keys", "init", "--keyring", keyring.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back_data = dir.path().join("back");
+    let front_data = dir.path().join("front");
+    let queue_dir = front_data.join("queue");
+    // The back exists only to own a port; it is down while the front queues.
+    let back = Server::start(&back_data);
+    let back_grpc = back.grpc.clone();
+    assert_eq!(back.terminate().code(), Some(0));
+
+    // 1. Before encryption (the control, and the upgrade's old data): plaintext queue records.
+    let old_marker = "MARKER-queue-old-5e1";
+    let plain = forwarding_config(dir.path(), &back_grpc, None);
+    let front = Server::start_with(&front_data, Some(&plain));
+    let old_ids: Vec<String> = (0..3)
+        .map(|i| format!("9e1a00000000000000000000000000{i:02x}"))
+        .collect();
+    for id in &old_ids {
+        assert_eq!(post_span(&front, id, old_marker).await, 200);
+    }
+    assert_eq!(front.terminate().code(), Some(0));
+    let hits = files_with(&queue_dir, old_marker.as_bytes());
+    assert!(
+        !hits.is_empty(),
+        "the scan sees a plaintext queue: {hits:?}"
+    );
+
+    // 2. Encryption on, downstream still down: new spans are queued sealed.
+    let new_marker = "MARKER-queue-new-5e2";
+    let sealed = forwarding_config(dir.path(), &back_grpc, Some(&keyring));
+    let front = Server::start_with(&front_data, Some(&sealed));
+    let new_ids: Vec<String> = (0..20)
+        .map(|i| format!("9e1b00000000000000000000000000{i:02x}"))
+        .collect();
+    for id in &new_ids {
+        assert_eq!(post_span(&front, id, new_marker).await, 200);
+    }
+    assert_eq!(front.terminate().code(), Some(0));
+    // The sealed records are there (each names its tenant in clear, like the WAL).
+    let queue_files = files_with(&queue_dir, b"single-tenant");
+    assert!(
+        queue_files.iter().any(|f| f.ends_with(".seg")),
+        "{queue_files:?}"
+    );
+    let hits = files_with(&queue_dir, new_marker.as_bytes());
+    assert!(
+        hits.is_empty(),
+        "plaintext marker in the sending queue: {hits:?}"
+    );
+    // Nowhere else in the front's data dir either (WAL sealed too).
+    let hits = files_with(&front_data, new_marker.as_bytes());
+    assert!(
+        hits.is_empty(),
+        "plaintext marker in the data dir: {hits:?}"
+    );
+
+    // 3. Without storage.encryption the sealed queue is a clear start-up error (on a copy of
+    // the queue alone: the store would refuse its sealed WAL and blocks first).
+    let copy = dir.path().join("queue-only");
+    for entry in std::fs::read_dir(&queue_dir).unwrap() {
+        let sub = entry.unwrap().path();
+        let to = copy.join("queue").join(sub.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&sub).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config", plain.to_str().unwrap(), "--data-dir"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("storage.encryption") && err.contains("queue"),
+        "{err}"
+    );
+
+    // 4. The back comes up on its old port: every span, old (plaintext) and new (sealed), arrives.
+    let back = Server::start_on(&back_data, &back_grpc);
+    let front = Server::start_with(&front_data, Some(&sealed));
+    let all: Vec<&String> = old_ids.iter().chain(&new_ids).collect();
+    let mut missing = all.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !missing.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} queued traces never arrived, e.g. {}",
+            missing.len(),
+            all.len(),
+            missing[0]
+        );
+        let mut still = Vec::new();
+        for id in missing {
+            let (status, body) = trace_body(&back, "single-tenant", id).await;
+            let marker = if old_ids.contains(id) {
+                old_marker
+            } else {
+                new_marker
+            };
+            if status != 200 || !body.contains(marker) {
+                still.push(id);
+            }
+        }
+        missing = still;
+        if !missing.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    drop(front);
+    drop(back);
+}
+
+/// The `hmac:<id>:<16 hex>` pseudonym in a trace body.
+fn pseudonym_in(body: &str) -> Option<String> {
+    let at = body.find("hmac:kp")?;
+    let rest = &body[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_string())
+}
+
+/// Sends a span with `user.email: email` and returns the pseudonym stored for it.
+async fn email_pseudonym(server: &Server, trace_id: &str, email: &str) -> String {
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        - 1_000_000_000;
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "signup"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace_id, "spanId": "0102030405060708", "name": "register", "kind": 2,
+            "startTimeUnixNano": start.to_string(),
+            "endTimeUnixNano": (start + 1_000_000).to_string(),
+            "attributes": [{"key": "user.email", "value": {"stringValue": email}}]
+        }]}]
+    }]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.http))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = reqwest::get(format!("{}/api/traces/{trace_id}", server.query))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!body.contains(email), "the e-mail was stored: {body}");
+    pseudonym_in(&body).unwrap_or_else(|| panic!("no pseudonym in {body}"))
+}
+
+/// `storage` (from an encryption example) plus one `redaction/pii` processor hashing e-mails
+/// with `hash_key_source: key_provider`.
+fn redaction_config(dir: &Path, storage: serde_yaml::Value, name: &str) -> PathBuf {
+    let mut cfg = serde_yaml::Mapping::new();
+    cfg.insert("storage".into(), storage);
+    cfg.insert(
+        "processors".into(),
+        serde_yaml::from_str(
+            "{redaction/pii: {allow_all_keys: true, patterns: [email], action: hash, hash_key_source: key_provider}}",
+        )
+        .unwrap(),
+    );
+    cfg.insert(
+        "service".into(),
+        serde_yaml::from_str(
+            "{pipelines: {traces: {processors: [redaction/pii], exporters: [clew_store]}}}",
+        )
+        .unwrap(),
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn redaction_hmac_secret_from_the_key_provider_survives_restarts_and_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.yaml");
+    let out = clew(&["keys", "init", "--keyring", keyring.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut storage = example("encryption-local.yaml")["storage"].clone();
+    storage["encryption"]["local"]["keyring"] = keyring.to_str().unwrap().into();
+    storage.as_mapping_mut().unwrap().remove("path");
+    let config = redaction_config(dir.path(), storage, "redaction.yaml");
+    let data = dir.path().join("data");
+    let email = "ann.secret@example.com";
+
+    let server = Server::start_with(&data, Some(&config));
+    let first = email_pseudonym(&server, "5ec0000000000000000000000000000a", email).await;
+    assert!(first.starts_with("hmac:kp1:"), "{first}");
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // The secret on disk is only the wrapped envelope.
+    let secret_dir = data.join("keys/secrets/redaction%2Fpii");
+    let file = secret_dir.join("v000001.json");
+    let raw = std::fs::read(&file).unwrap();
+    let envelope = clew_encryption::Envelope::from_json(&raw).unwrap();
+    assert_eq!(envelope.tenant, clew_encryption::secrets::SECRETS_TENANT);
+    let ring = clew_encryption::local::Keyring::open(&keyring).unwrap();
+    let km = clew_encryption::KeyManager::new(std::sync::Arc::new(ring));
+    let secret = km.open(&envelope).await.unwrap();
+    // It is the key in use: HMAC-SHA256(secret, e-mail), first 8 bytes, is the pseudonym.
+    let tag = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret[..]),
+        email.as_bytes(),
+    );
+    assert_eq!(
+        first,
+        format!("hmac:kp1:{}", hex::encode(&tag.as_ref()[..8]))
+    );
+    let hits = files_with(&data, &secret[..]);
+    assert!(hits.is_empty(), "raw secret bytes in {hits:?}");
+    let hits = files_with(&data, hex::encode(&secret[..]).as_bytes());
+    assert!(hits.is_empty(), "hex of the raw secret in {hits:?}");
+
+    // A restart hashes the same input identically.
+    let server = Server::start_with(&data, Some(&config));
+    let again = email_pseudonym(&server, "5ec0000000000000000000000000000b", email).await;
+    assert_eq!(again, first);
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // Rotation adds kp2 (kp1 stays); after the next start new values hash differently.
+    let out = clew(&[
+        "keys",
+        "rotate-secret",
+        "redaction/pii",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("kp2 is current") && text.contains("kp1"),
+        "{text}"
+    );
+    assert!(secret_dir.join("v000001.json").exists());
+    assert!(secret_dir.join("v000002.json").exists());
+    let server = Server::start_with(&data, Some(&config));
+    let rotated = email_pseudonym(&server, "5ec0000000000000000000000000000c", email).await;
+    assert!(rotated.starts_with("hmac:kp2:"), "{rotated}");
+    assert_ne!(rotated[9..], first[9..]);
+    drop(server);
+
+    // Without storage.encryption the key source is a start-up error naming it and the fix.
+    let plain_path = redaction_config(
+        dir.path(),
+        serde_yaml::from_str("{block: {max_age: 1s}}").unwrap(),
+        "redaction-plain.yaml",
+    );
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "serve",
+            "--config",
+            plain_path.to_str().unwrap(),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("processors.redaction/pii.hash_key_source")
+            && err.contains("storage.encryption"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn redaction_hmac_secret_wrapped_by_kms_survives_a_restart() {
+    let (moto, creds) = Moto::start_with_signature_checks().await;
+    let key = moto.create_kms_key("clew").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = example("encryption-kms.yaml")["storage"].clone();
+    storage.as_mapping_mut().unwrap().remove("path");
+    let kms = storage["encryption"]["aws_kms"].as_mapping_mut().unwrap();
+    kms.insert("endpoint".into(), moto.endpoint().into());
+    kms.insert("region".into(), "us-east-1".into());
+    kms.insert("key_id".into(), key.into());
+    kms.remove("tenant_keys");
+    let config = redaction_config(dir.path(), storage, "redaction-kms.yaml");
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID", creds.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", creds.secret_access_key.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    let data = dir.path().join("data");
+    let email = "kms.user@example.com";
+    let server = start(&data, &config, &env);
+    let first = email_pseudonym(&server, "5ec1000000000000000000000000000a", email).await;
+    assert!(first.starts_with("hmac:kp1:"), "{first}");
+    assert_eq!(server.terminate().code(), Some(0));
+    let raw = std::fs::read(data.join("keys/secrets/redaction%2Fpii/v000001.json")).unwrap();
+    let envelope = clew_encryption::Envelope::from_json(&raw).unwrap();
+    assert_eq!(envelope.provider, clew_encryption::ProviderKind::AwsKms);
+    assert_eq!(envelope.tenant, clew_encryption::secrets::SECRETS_TENANT);
+    let server = start(&data, &config, &env);
+    let again = email_pseudonym(&server, "5ec1000000000000000000000000000b", email).await;
+    assert_eq!(
+        again, first,
+        "the KMS-wrapped secret is unwrapped again after a restart"
+    );
+    drop(server);
+}

@@ -147,3 +147,41 @@ async fn acknowledged_spans_survive_a_back_outage_and_restarts() {
     }
     drop(front);
 }
+
+#[test]
+fn a_second_clew_on_the_same_sending_queue_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared_queue = dir.path().join("shared-queue");
+    let config = front_config(dir.path(), "127.0.0.1:1");
+    let mut cfg: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["exporters"]["otlp/back"]["sending_queue"]["storage"]["directory"] =
+        shared_queue.to_str().unwrap().into();
+    std::fs::write(&config, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+    let first = Server::start_with(&dir.path().join("one"), Some(&config));
+    // Its own data dir (so only the queue is shared), its own ports.
+    let port = |_| format!("127.0.0.1:{}", common::free_port());
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config", config.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path().join("two"))
+        .args(["--otlp-grpc-endpoint", &port(0)])
+        .args(["--otlp-http-endpoint", &port(1)])
+        .args(["--zipkin-endpoint", &port(2)])
+        .args(["--query-endpoint", &port(3)])
+        .args(["--sampling-endpoint", &port(4)])
+        .args(["--tempo-endpoint", &port(5)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exporters.otlp/back")
+            && err.contains("locked by another process")
+            && err.contains(shared_queue.to_str().unwrap()),
+        "{err}"
+    );
+    // Once the first one stops, the directory is free.
+    assert_eq!(first.terminate().code(), Some(0));
+    let again = Server::start_with(&dir.path().join("two"), Some(&config));
+    drop(again);
+}

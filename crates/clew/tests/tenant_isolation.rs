@@ -35,6 +35,8 @@ use common::{clew, ok, Server};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Port {
     Query,
+    /// Tempo's HTTP API (`tempo.endpoint`).
+    Tempo,
     OtlpHttp,
     Zipkin,
     Sampling,
@@ -71,6 +73,14 @@ const fn read(name: &'static str, path: &'static str, own: u16, shows_own: bool)
         own,
         shows_own,
         all_tenants: false,
+    }
+}
+
+/// A read on the Tempo port.
+const fn tempo(name: &'static str, path: &'static str, own: u16, shows_own: bool) -> Route {
+    Route {
+        port: Port::Tempo,
+        ..read(name, path, own, shows_own)
     }
 }
 
@@ -112,6 +122,31 @@ const ROUTES: &[Route] = &[
     // Administration (GETs here; erase/holds writes across tenants are in tests/admin.rs).
     read("admin retention", "/api/admin/retention", 200, false),
     read("admin holds", "/api/admin/holds", 200, false),
+    // Tempo HTTP API, on its own port and under `/tempo` on the query port. `q` is
+    // `{resource.service.name="{svc}"}`, `tags` is `service.name={svc}`.
+    tempo("Tempo trace v1 (:3200)", "/api/traces/{trace}", 200, true),
+    tempo("Tempo trace v1, other tenant's id (:3200)", "/api/traces/{other_trace}", 404, false),
+    tempo("Tempo trace v2 (:3200)", "/api/v2/traces/{trace}", 200, true),
+    tempo("Tempo trace v2, other tenant's id (:3200)", "/api/v2/traces/{other_trace}", 404, false),
+    tempo("Tempo TraceQL search (:3200)", "/api/search?q=%7Bresource.service.name%3D%22{svc}%22%7D&limit=20&spss=3", 200, true),
+    tempo("Tempo TraceQL search, other tenant's service (:3200)", "/api/search?q=%7Bresource.service.name%3D%22{other_svc}%22%7D", 200, false),
+    tempo("Tempo tag search (:3200)", "/api/search?tags=service.name%3D{svc}", 200, true),
+    tempo("Tempo search, all traces (:3200)", "/api/search?q=%7B%7D", 200, true),
+    tempo("Tempo tags v1 (:3200)", "/api/search/tags", 200, false),
+    tempo("Tempo tags v2 (:3200)", "/api/v2/search/tags?scope=none", 200, false),
+    tempo("Tempo tag values v1 (:3200)", "/api/search/tag/marker/values", 200, true),
+    tempo("Tempo tag values v2 (:3200)", "/api/v2/search/tag/resource.service.name/values", 200, true),
+    tempo("Tempo tag values v2, span names (:3200)", "/api/v2/search/tag/name/values", 200, true),
+    read("Tempo trace v1 (/tempo)", "/tempo/api/traces/{trace}", 200, true),
+    read("Tempo trace v1, other tenant's id (/tempo)", "/tempo/api/traces/{other_trace}", 404, false),
+    read("Tempo trace v2 (/tempo)", "/tempo/api/v2/traces/{trace}", 200, true),
+    read("Tempo trace v2, other tenant's id (/tempo)", "/tempo/api/v2/traces/{other_trace}", 404, false),
+    read("Tempo TraceQL search (/tempo)", "/tempo/api/search?q=%7Bresource.service.name%3D%22{svc}%22%7D&limit=20&spss=3", 200, true),
+    read("Tempo search, all traces (/tempo)", "/tempo/api/search?q=%7B%7D", 200, true),
+    read("Tempo tags v1 (/tempo)", "/tempo/api/search/tags", 200, false),
+    read("Tempo tags v2 (/tempo)", "/tempo/api/v2/search/tags?scope=none", 200, false),
+    read("Tempo tag values v1 (/tempo)", "/tempo/api/search/tag/marker/values", 200, true),
+    read("Tempo tag values v2 (/tempo)", "/tempo/api/v2/search/tag/resource.service.name/values", 200, true),
     // Remote sampling, on the query port and its own port.
     read("remote sampling (query port)", "/api/sampling?service={svc}", 200, false),
     Route {
@@ -350,6 +385,7 @@ impl Target {
     fn base(&self, port: Port) -> String {
         let url = match port {
             Port::Query => &self.server.query,
+            Port::Tempo => &self.server.tempo,
             Port::OtlpHttp => &self.server.http,
             Port::Zipkin => &self.server.zipkin,
             Port::Sampling => &self.server.sampling,
@@ -715,6 +751,25 @@ async fn seed(target: &Target, a: &Cred, b: &Cred) {
     }
 }
 
+/// `config` with a `tempo:` section whose `auth` is `auth` (YAML flow), for configs (the examples)
+/// that do not configure the Tempo listener: it must be gated like every other.
+/// The shipped auth examples must protect the Tempo port like the query port: users copy them.
+fn assert_has_tempo_auth(config: &str) {
+    let tempo = config
+        .split("\ntempo:")
+        .nth(1)
+        .expect("the example config has a `tempo:` section");
+    let section: String = tempo
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        section.contains("auth:"),
+        "the example's `tempo:` section has no `auth:`"
+    );
+}
+
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config")
 }
@@ -735,11 +790,23 @@ fn report(failures: Failures, what: &str, cells: usize) {
 #[tokio::test]
 async fn matrix_bearer_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let target = Target {
-        server: Server::start_with(
-            &dir.path().join("data"),
-            Some(&examples().join("auth-tokens.yaml")),
+    // The example config as shipped (the Tempo listener behind the same tokens), the token file
+    // by absolute path since the copy lives elsewhere.
+    let tokens = examples().join("auth/tokens.yaml");
+    let example = std::fs::read_to_string(examples().join("auth-tokens.yaml")).unwrap();
+    assert!(example.contains("file: auth/tokens.yaml"));
+    assert_has_tempo_auth(&example);
+    let config = dir.path().join("clew.yaml");
+    std::fs::write(
+        &config,
+        example.replace(
+            "file: auth/tokens.yaml",
+            &format!("file: {}", tokens.display()),
         ),
+    )
+    .unwrap();
+    let target = Target {
+        server: Server::start_with(&dir.path().join("data"), Some(&config)),
         tls_ca: None,
     };
     let a = Cred::Bearer("demo-team-a-token".into());
@@ -769,6 +836,18 @@ async fn matrix_bearer_tokens() {
             .unwrap();
         failures.check(r.status() == 200, || {
             format!("open path {p}: {}", r.status())
+        });
+    }
+    // The Tempo port's liveness and version probes (Grafana's "Save & test") are open too; its
+    // data is not.
+    for p in ["/ready", "/api/echo", "/api/status/buildinfo"] {
+        let r = c
+            .get(format!("{}{p}", target.server.tempo))
+            .send()
+            .await
+            .unwrap();
+        failures.check(r.status() == 200, || {
+            format!("open Tempo path {p}: {}", r.status())
         });
     }
     // /metrics: a token for every tenant, or the scrape token; the tenant tokens got 403 above.
@@ -823,6 +902,7 @@ async fn matrix_oidc_expired_jwt() {
     let example = std::fs::read_to_string(examples().join("auth-oidc.yaml")).unwrap();
     assert!(example.contains("jwks_file: auth/jwks.json"));
     let config = dir.path().join("clew.yaml");
+    assert_has_tempo_auth(&example);
     std::fs::write(
         &config,
         example.replace(
@@ -901,6 +981,7 @@ async fn matrix_mtls_wrong_ca() {
       http: {{tls: {tls}, auth: {auth}}}
   zipkin: {{endpoint: 127.0.0.1:9411, tls: {tls}, auth: {auth}}}
 query: {{tls: {tls}, auth: {auth}}}
+tempo: {{tls: {tls}, auth: {auth}}}
 extensions:
   jaeger_remote_sampling:
     http: {{endpoint: 127.0.0.1:5778, tls: {tls}, auth: {auth}}}

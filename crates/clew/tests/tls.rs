@@ -1,5 +1,5 @@
 //! TLS and mutual TLS with the real `clew` binary and certificates made by rcgen at test time:
-//! OTLP/HTTP, Zipkin, remote sampling and the query API/UI over HTTPS (reqwest trusting the test
+//! OTLP/HTTP, Zipkin, remote sampling, the Tempo API and the query API/UI over HTTPS (reqwest trusting the test
 //! CA), OTLP/gRPC over TLS (tonic's own TLS client), mutual TLS refusing a missing, foreign or
 //! expired client certificate, certificate reload without dropping an open HTTP/2 connection, and
 //! the `clew` client commands' `--ca-file`/`--cert-file`/`--key-file` flags.
@@ -48,6 +48,8 @@ fn tls_config(dir: &Path, ca: &Ca, server: &Leaf, mtls: bool, reload: &str) -> P
     endpoint: 127.0.0.1:9411
     tls: {tls}
 query:
+  tls: {tls}
+tempo:
   tls: {tls}
 extensions:
   jaeger_remote_sampling:
@@ -220,6 +222,29 @@ async fn every_listener_speaks_tls() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The Tempo API (Grafana's Tempo data source), over HTTPS: the trace as Tempo's protobuf.
+    let r = c
+        .get(format!(
+            "{}/api/v2/traces/{}",
+            https(&s.tempo),
+            hex(&trace_id(1))
+        ))
+        .header("accept", "application/protobuf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v2 = clew_query::tempo::proto::TraceByIdResponse::decode(r.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        v2.trace.unwrap().resource_spans[0].scope_spans[0].spans[0].span_id,
+        vec![1u8; 8]
+    );
+    assert!(reqwest::Client::new()
+        .get(format!("{}/api/echo", s.tempo))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .is_err());
     // The web UI, unchanged (relative URLs), over HTTPS.
     let r = c.get(format!("{}/", https(&s.query))).send().await.unwrap();
     assert_eq!(r.status(), 200);

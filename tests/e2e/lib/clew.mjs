@@ -31,7 +31,7 @@ export function freePort() {
 
 export async function startClew({ extraArgs = [] } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'clew-e2e-'));
-  const [g, h, z, q, sp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [g, h, z, q, sp, tp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
   const logPath = path.join(dir, 'clew.log');
   const log = openSync(logPath, 'w');
   const proc = spawn(
@@ -44,6 +44,7 @@ export async function startClew({ extraArgs = [] } = {}) {
       '--zipkin-endpoint', `127.0.0.1:${z}`,
       '--query-endpoint', `127.0.0.1:${q}`,
       '--sampling-endpoint', `127.0.0.1:${sp}`,
+      '--tempo-endpoint', `127.0.0.1:${tp}`,
       ...extraArgs,
     ],
     { stdio: ['ignore', log, log] },
@@ -55,6 +56,7 @@ export async function startClew({ extraArgs = [] } = {}) {
     dir,
     logPath,
     query: `http://127.0.0.1:${q}`,
+    tempo: `http://127.0.0.1:${tp}`,
     otlpHttp: `http://127.0.0.1:${h}`,
     logTail: (n = 40) => {
       try {

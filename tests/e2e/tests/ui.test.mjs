@@ -157,6 +157,57 @@ describe('with traces', () => {
     await ctx.close();
   });
 
+  it('searches with TraceQL: autocomplete from the tag endpoints, results, and parse errors', async () => {
+    const { ctx, page, errors } = await openPage(browser, `${base}/`);
+    const box = '#f-traceql';
+    await page.click(box);
+    await page.type(box, '{ resource.serv');
+    // Names come from /tempo/api/v2/search/tags.
+    await page.waitForFunction(() => [...document.querySelectorAll('#traceql-suggest li')].some((li) => li.textContent === 'resource.service.name'));
+    await page.keyboard.press('Enter');
+    assert.equal(await page.inputValue(box), '{ resource.service.name ');
+    await page.waitForFunction(() => [...document.querySelectorAll('#traceql-suggest li')].some((li) => li.textContent.trim() === '='));
+    await page.keyboard.press('Enter'); // `=` is the first operator
+    // Values come from /tempo/api/v2/search/tag/resource.service.name/values.
+    await page.waitForFunction(() => [...document.querySelectorAll('#traceql-suggest li')].some((li) => li.textContent === '"payment"'));
+    await page.type(box, '"paym');
+    await page.waitForFunction(() => {
+      const items = [...document.querySelectorAll('#traceql-suggest li')].map((li) => li.textContent);
+      return items.length === 1 && items[0] === '"payment"';
+    });
+    await page.keyboard.press('Enter');
+    await page.type(box, '&& status = error }');
+    assert.equal(await page.inputValue(box), '{ resource.service.name = "payment" && status = error }');
+    await page.keyboard.press('Escape');
+    await page.click('#f-traceql-run');
+    await page.waitForURL(/[?&]q=/);
+    await page.waitForFunction((id) => {
+      const rows = document.querySelectorAll('tr.result');
+      return rows.length === 1 && rows[0].dataset.traceId === id && /1 matched/.test(rows[0].textContent);
+    }, IDS.A);
+    await page.screenshot({ path: artifactPath('traceql-search.png') });
+    // Reloading the URL runs the same query.
+    await page.reload();
+    await waitReady(page);
+    assert.equal(await page.inputValue(box), '{ resource.service.name = "payment" && status = error }');
+    assert.equal(await page.$$eval('tr.result', (rows) => rows.length), 1);
+    // A structural query across services.
+    await page.fill(box, '{ resource.service.name = "frontend" } >> { name = "fraud-check" }');
+    await page.keyboard.press('Escape');
+    await page.click('#f-traceql-run');
+    await page.waitForFunction((id) => {
+      const rows = document.querySelectorAll('tr.result');
+      return rows.length === 1 && rows[0].dataset.traceId === id;
+    }, IDS.A);
+    // The server's parse error, with its position, is shown as it is.
+    await page.fill(box, '{ status = }');
+    await page.keyboard.press('Escape');
+    await page.click('#f-traceql-run');
+    await page.waitForFunction(() => /1:1[0-9]/.test(document.querySelector('#traceql-error').textContent));
+    assert.deepEqual(errors.filter((e) => !/status of 400/.test(e)), []);
+    await ctx.close();
+  });
+
   it('shows the trace waterfall, warnings, critical path and span details', async () => {
     const { ctx, page, errors } = await openPage(browser, `${base}/trace/${IDS.A}`);
     assert.equal(await page.locator('#waterfall .row:not([hidden])').count(), TRACE_A_SPANS);

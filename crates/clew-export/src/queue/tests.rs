@@ -257,7 +257,7 @@ async fn unknown_version_refuses_to_open() {
     drop(q);
     let seg = *list_segments(dir.path()).unwrap().first().unwrap();
     let mut rec = encode_record(&t("a"), 1, b"future");
-    rec[HEADER_LEN] = 2;
+    rec[HEADER_LEN] = 9;
     let crc = crc32fast::hash(&rec[HEADER_LEN..]);
     rec[4..8].copy_from_slice(&crc.to_le_bytes());
     let mut f = OpenOptions::new()
@@ -268,7 +268,7 @@ async fn unknown_version_refuses_to_open() {
     drop(f);
     let err = Queue::open(opts(dir.path(), 1 << 20)).err().unwrap();
     assert!(
-        matches!(err, QueueError::UnknownVersion { version: 2, .. }),
+        matches!(err, QueueError::UnknownVersion { version: 9, .. }),
         "{err}"
     );
 }
@@ -313,3 +313,414 @@ async fn concurrent_pushes_group_commit_and_wake_readers() {
 }
 
 use std::time::Duration;
+
+// ---- directory lock ----
+
+#[tokio::test]
+async fn a_second_open_of_the_same_directory_is_refused_until_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(opts(dir.path(), 1 << 20)).unwrap();
+    q.push(&t("a"), 1, &payload(1)).await.unwrap();
+    // flock locks belong to the open file description: a second open in this process conflicts
+    // exactly like a second Clew process would.
+    let err = Queue::open(opts(dir.path(), 1 << 20)).err().unwrap();
+    assert!(matches!(err, QueueError::Locked { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    assert!(msg.contains("locked by another process"), "{msg}");
+    // Nothing was touched by the refused open.
+    assert_eq!(drain(&q, 1), vec![payload(1)]);
+    q.close();
+    let (q, _) = Queue::open(opts(dir.path(), 1 << 20)).unwrap();
+    assert!(q.is_empty());
+}
+
+// ---- encryption ----
+
+/// A keyring provider that can be taken down, like a KMS outage.
+struct Flaky {
+    ring: clew_encryption::local::Keyring,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl clew_encryption::KeyProvider for Flaky {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    async fn generate(&self, tenant: &str) -> Result<clew_encryption::DataKey, KeyError> {
+        self.up()?;
+        self.ring.generate(tenant).await
+    }
+    async fn unwrap(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<clew_encryption::Zeroizing<[u8; 32]>, KeyError> {
+        self.up()?;
+        self.ring.unwrap(envelope).await
+    }
+    async fn rewrap(&self, envelope: &Envelope) -> Result<Option<Envelope>, KeyError> {
+        self.up()?;
+        self.ring.rewrap(envelope).await
+    }
+    async fn check(&self) -> Result<(), KeyError> {
+        self.up()
+    }
+}
+
+impl Flaky {
+    fn up(&self) -> Result<(), KeyError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(KeyError::Unavailable {
+                provider: "local".into(),
+                message: "scripted outage".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+struct Keys {
+    _dir: tempfile::TempDir,
+    flaky: Arc<Flaky>,
+    manager: Arc<KeyManager>,
+}
+
+impl Keys {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ring =
+            clew_encryption::local::Keyring::create(dir.path().join("keyring.json")).unwrap();
+        let flaky = Arc::new(Flaky {
+            ring,
+            down: Default::default(),
+        });
+        Keys {
+            _dir: dir,
+            manager: Arc::new(KeyManager::new(flaky.clone())),
+            flaky,
+        }
+    }
+
+    /// A fresh manager over the same keyring (no cached keys: a restart).
+    fn restarted(&self) -> Arc<KeyManager> {
+        Arc::new(KeyManager::new(self.flaky.clone()))
+    }
+
+    fn set_down(&self, down: bool) {
+        self.flaky
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn marked(i: u32) -> Vec<u8> {
+    let mut p = format!("MARKER-7f3a-{i:06}-").into_bytes();
+    p.resize(200, b'm');
+    p
+}
+
+/// True when any file under `dir` contains `needle`.
+fn any_file_contains(dir: &Path, needle: &[u8]) -> bool {
+    fs::read_dir(dir).unwrap().any(|e| {
+        let data = fs::read(e.unwrap().path()).unwrap_or_default();
+        data.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+#[tokio::test]
+async fn sealed_queue_holds_no_plaintext_and_drains_across_restart_and_rotation() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.manager.clone()))
+        .await
+        .unwrap();
+    for i in 0..60 {
+        let tenant = if i % 3 == 0 { "b" } else { "a" };
+        q.push(&t(tenant), 2, &marked(i)).await.unwrap();
+    }
+    let segs = list_segments(dir.path()).unwrap();
+    assert!(segs.len() > 2, "segments rotate: {segs:?}");
+    assert!(!any_file_contains(dir.path(), b"MARKER-7f3a"));
+    // Each segment declares the keys its records use, and rotation rolls them.
+    let mut ids_per_segment = Vec::new();
+    for n in &segs {
+        let data = fs::read(segment_path(dir.path(), *n)).unwrap();
+        let mut at = 0;
+        let mut declared = std::collections::HashSet::new();
+        while at < data.len() {
+            let (body, used) = frame(&data[at..]).unwrap();
+            match parse(body).unwrap() {
+                Body::Key { key_id, .. } => {
+                    declared.insert(key_id);
+                }
+                Body::Sealed { key_id, .. } => assert!(declared.contains(&key_id)),
+                Body::Plain { .. } => panic!("plaintext record in a sealed queue"),
+            }
+            at += used;
+        }
+        if !declared.is_empty() {
+            ids_per_segment.push(declared);
+        }
+    }
+    assert!(ids_per_segment.len() >= 2);
+    // The record that triggered the rotation was sealed before it (its key is declared again);
+    // the ones after it use fresh keys.
+    assert!(
+        !ids_per_segment[1].is_subset(&ids_per_segment[0]),
+        "a new segment gets new data keys"
+    );
+    // Send 10, leave one leased, restart with a fresh key manager: the rest comes back in order.
+    for _ in 0..10 {
+        let l = q.try_next(1).unwrap();
+        q.ack(&l).unwrap();
+    }
+    let _in_flight = q.try_next(1).unwrap();
+    q.close();
+    drop(q);
+    let (q, report) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.restarted()))
+        .await
+        .unwrap();
+    assert_eq!(report.pending_records, 50);
+    assert_eq!(report.pending_spans, 100);
+    assert_eq!(report.unreadable_records, 0);
+    assert!(report.key_records > 0);
+    let got = drain(&q, 1);
+    assert_eq!(got, (10..60).map(marked).collect::<Vec<_>>());
+    assert_eq!((q.len(), q.size_bytes()), (0, 0));
+}
+
+#[tokio::test]
+async fn plaintext_records_still_drain_after_encryption_is_turned_on() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open(opts(dir.path(), 1 << 20)).unwrap();
+    for i in 0..5 {
+        q.push(&t("a"), 1, &payload(i)).await.unwrap();
+    }
+    q.close();
+    drop(q);
+    // Upgrade: same directory, now with keys; old plaintext and new sealed records mix.
+    let (q, report) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.manager.clone()))
+        .await
+        .unwrap();
+    assert_eq!(report.pending_records, 5);
+    for i in 5..10 {
+        q.push(&t("a"), 1, &payload(i)).await.unwrap();
+    }
+    // One merged lease may span both versions: the payloads are concatenated in order.
+    let l = q.try_next(1 << 20).unwrap();
+    assert_eq!(l.records, 10);
+    assert_eq!(
+        l.payload,
+        (0..10).flat_map(payload).collect::<Vec<u8>>(),
+        "plaintext then sealed, in order"
+    );
+    q.release_all();
+    q.close();
+    drop(q);
+    // And after another restart, still all ten.
+    let (q, report) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.restarted()))
+        .await
+        .unwrap();
+    assert_eq!(report.pending_records, 10);
+    assert_eq!(drain(&q, 1), (0..10).map(payload).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn sealed_queue_without_encryption_configured_fails_to_open() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.manager.clone()))
+        .await
+        .unwrap();
+    q.push(&t("a"), 1, &marked(1)).await.unwrap();
+    q.close();
+    drop(q);
+    for r in [
+        Queue::open(opts(dir.path(), 1 << 20)).map(|_| ()),
+        Queue::open_with_keys(opts(dir.path(), 1 << 20), None)
+            .await
+            .map(|_| ()),
+    ] {
+        let err = r.unwrap_err();
+        assert!(
+            matches!(err, QueueError::EncryptionRequired { records: 2, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("storage.encryption"), "{err}");
+    }
+    // Nothing was dropped by the refusals.
+    let (q, _) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.restarted()))
+        .await
+        .unwrap();
+    assert_eq!(drain(&q, 1), vec![marked(1)]);
+}
+
+#[tokio::test]
+async fn kms_outage_refuses_appends_retryably_and_never_writes_plaintext() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.manager.clone()))
+        .await
+        .unwrap();
+    keys.set_down(true);
+    let err = q.push(&t("a"), 1, &marked(1)).await.unwrap_err();
+    assert!(matches!(err, PushError::KeyUnavailable { .. }), "{err}");
+    assert!(q.is_empty());
+    assert!(!any_file_contains(dir.path(), b"MARKER-7f3a"));
+    let seg_bytes: u64 = list_segments(dir.path())
+        .unwrap()
+        .iter()
+        .map(|n| fs::metadata(segment_path(dir.path(), *n)).unwrap().len())
+        .sum();
+    assert_eq!(seg_bytes, 0, "nothing written during the outage");
+    keys.set_down(false);
+    q.push(&t("a"), 1, &marked(2)).await.unwrap();
+    // Once a tenant has its segment key, a later outage does not stop its appends.
+    keys.set_down(true);
+    q.push(&t("a"), 1, &marked(3)).await.unwrap();
+    assert_eq!(drain(&q, 1), vec![marked(2), marked(3)]);
+    q.close();
+    drop(q);
+    // Start-up during an outage fails (the queue is not dropped), and works once it is back.
+    let err = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.restarted()))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, QueueError::Key { .. }), "{err}");
+    keys.set_down(false);
+    Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.restarted()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sealed_records_of_a_crypto_shredded_tenant_are_skipped_and_counted() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.manager.clone()))
+        .await
+        .unwrap();
+    q.push(&t("a"), 1, &marked(1)).await.unwrap();
+    q.push(&t("gone"), 4, &marked(2)).await.unwrap();
+    q.push(&t("a"), 1, &marked(3)).await.unwrap();
+    q.close();
+    drop(q);
+    keys.flaky.ring.destroy("gone").unwrap();
+    let (q, report) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.restarted()))
+        .await
+        .unwrap();
+    assert_eq!(report.pending_records, 3);
+    assert_eq!(report.unreadable_records, 1);
+    assert_eq!(drain(&q, 1 << 20), vec![marked(1), marked(3)]);
+    assert_eq!(
+        (q.len(), q.size_bytes()),
+        (0, 0),
+        "the skipped record is accounted"
+    );
+}
+
+#[test]
+fn sealed_record_opens_only_with_its_key_tenant_and_bytes() {
+    let key = RecordKey::new(&[7; 32]);
+    let other = RecordKey::new(&[8; 32]);
+    let id: KeyId = [3; 16];
+    let rec = encode_sealed(&t("acme"), 5, b"secret payload", &id, &key);
+    assert!(!rec.windows(6).any(|w| w == b"secret"));
+    let (body, used) = frame(&rec).unwrap();
+    assert_eq!(used, rec.len());
+    let Body::Sealed {
+        tenant,
+        spans,
+        key_id,
+        aad,
+        sealed,
+    } = parse(body).unwrap()
+    else {
+        panic!("not sealed")
+    };
+    assert_eq!((tenant.as_str(), spans, key_id), ("acme", 5, id));
+    assert_eq!(key.open(aad, sealed).unwrap(), b"secret payload");
+    // Wrong key.
+    assert!(other.open(aad, sealed).is_err());
+    // The header is authenticated: another tenant's header (CRC recomputed) does not open.
+    let moved = encode_sealed(&t("acmf"), 5, b"x", &id, &key);
+    let (mbody, _) = frame(&moved).unwrap();
+    let Body::Sealed { aad: maad, .. } = parse(mbody).unwrap() else {
+        panic!()
+    };
+    assert!(key.open(maad, sealed).is_err());
+    // A flipped ciphertext byte with a recomputed CRC passes framing but does not open.
+    let mut flipped = rec.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x40;
+    let crc = crc32fast::hash(&flipped[HEADER_LEN..]);
+    flipped[4..8].copy_from_slice(&crc.to_le_bytes());
+    let (fbody, _) = frame(&flipped).unwrap();
+    let Body::Sealed { aad, sealed, .. } = parse(fbody).unwrap() else {
+        panic!()
+    };
+    assert!(key.open(aad, sealed).is_err());
+    // Truncated sealed records (body cut inside the key id) are malformed, not panics.
+    for cut in [
+        HEADER_LEN + 1,
+        HEADER_LEN + 3,
+        HEADER_LEN + 12,
+        HEADER_LEN + 20,
+    ] {
+        let body = &rec[HEADER_LEN..cut];
+        assert!(
+            matches!(parse(body), Err(FrameError::Malformed(_))),
+            "cut {cut}"
+        );
+    }
+    // A declaration whose envelope is garbage is malformed.
+    let mut decl = start_record(VERSION_KEY, "acme", 0);
+    decl.extend_from_slice(&id);
+    decl.extend_from_slice(b"{not json");
+    let decl = finish_record(decl);
+    let (body, _) = frame(&decl).unwrap();
+    assert!(matches!(parse(body), Err(FrameError::Malformed(_))));
+}
+
+#[tokio::test]
+async fn tampered_and_torn_sealed_records_are_skipped_or_cut_with_the_rest_kept() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.manager.clone()))
+        .await
+        .unwrap();
+    for i in 0..4 {
+        q.push(&t("a"), 1, &marked(i)).await.unwrap();
+    }
+    q.close();
+    drop(q);
+    let seg = *list_segments(dir.path()).unwrap().first().unwrap();
+    let path = segment_path(dir.path(), seg);
+    let mut data = fs::read(&path).unwrap();
+    // Walk the records: [decl, r0, r1, r2, r3].
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        starts.push(at);
+        at += frame(&data[at..]).unwrap().1;
+    }
+    assert_eq!(starts.len(), 5);
+    // r1: flip a ciphertext byte and fix the CRC (a checksummed record that does not open).
+    let (s1, e1) = (starts[2], starts[3]);
+    data[e1 - 5] ^= 1;
+    let crc = crc32fast::hash(&data[s1 + HEADER_LEN..e1]);
+    data[s1 + 4..s1 + 8].copy_from_slice(&crc.to_le_bytes());
+    // r3: torn in the middle, then garbage.
+    data.truncate(starts[4] + 30);
+    data.extend_from_slice(&[0xAB; 50]);
+    fs::write(&path, &data).unwrap();
+    let (q, report) = Queue::open_with_keys(opts(dir.path(), 1 << 20), Some(keys.restarted()))
+        .await
+        .unwrap();
+    assert_eq!(report.truncated_bytes, 80);
+    assert_eq!(report.pending_records, 3);
+    assert_eq!(drain(&q, 1), vec![marked(0), marked(2)]);
+    assert_eq!((q.len(), q.size_bytes()), (0, 0));
+}

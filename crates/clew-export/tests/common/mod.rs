@@ -34,6 +34,10 @@ pub enum Answer {
     Unavailable(Option<Duration>),
     /// gRPC RESOURCE_EXHAUSTED (+ RetryInfo) / HTTP 429 (+ Retry-After).
     Exhausted(Option<Duration>),
+    /// gRPC UNAVAILABLE (no RetryInfo) / HTTP 503 with `Retry-After` as an HTTP-date.
+    UnavailableUntil(std::time::SystemTime),
+    /// gRPC RESOURCE_EXHAUSTED (no RetryInfo) / HTTP 429 with `Retry-After` as an HTTP-date.
+    ExhaustedUntil(std::time::SystemTime),
     /// gRPC INVALID_ARGUMENT / HTTP 400.
     Invalid,
     /// Accepted, with partial success naming `n` rejected spans.
@@ -176,6 +180,8 @@ impl TraceService for Grpc {
             })),
             Answer::Unavailable(d) => Err(with_retry(tonic::Code::Unavailable, d)),
             Answer::Exhausted(d) => Err(with_retry(tonic::Code::ResourceExhausted, d)),
+            Answer::UnavailableUntil(_) => Err(with_retry(tonic::Code::Unavailable, None)),
+            Answer::ExhaustedUntil(_) => Err(with_retry(tonic::Code::ResourceExhausted, None)),
             Answer::Invalid => Err(tonic::Status::invalid_argument("scripted: bad data")),
             Answer::TooLarge => Err(tonic::Status::out_of_range(
                 "Error, decoded message length too large: found 9 bytes, the limit is: 8 bytes",
@@ -237,6 +243,14 @@ async fn http_handler(
         }
         Answer::Exhausted(d) => {
             retry(&mut out, d);
+            (StatusCode::TOO_MANY_REQUESTS, out, Vec::new())
+        }
+        Answer::UnavailableUntil(at) => {
+            out.insert("retry-after", httpdate::fmt_http_date(at).parse().unwrap());
+            (StatusCode::SERVICE_UNAVAILABLE, out, Vec::new())
+        }
+        Answer::ExhaustedUntil(at) => {
+            out.insert("retry-after", httpdate::fmt_http_date(at).parse().unwrap());
             (StatusCode::TOO_MANY_REQUESTS, out, Vec::new())
         }
         Answer::Invalid => (StatusCode::BAD_REQUEST, out, Vec::new()),

@@ -121,6 +121,20 @@ pub struct HashKeySource {
     pub env: Option<String>,
 }
 
+/// Where the HMAC keys come from (`hash_key_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKeyOrigin {
+    /// `hash_key_file` / `hash_key_env` / `hash_keys` (the default).
+    #[default]
+    Config,
+    /// A random 32-byte secret per processor, generated once by `storage.encryption`'s key
+    /// provider and stored only wrapped (under `{storage.path}/keys/secrets/`); versions added by
+    /// `clew keys rotate-secret <processor>`. Clew resolves it at start-up and hands the keys in
+    /// ([`super::Redaction::with_hash_keys`]).
+    KeyProvider,
+}
+
 /// The `redaction` processor's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,6 +156,7 @@ pub struct RedactionConfig {
     pub hash_key_env: Option<String>,
     pub hash_key_id: Option<String>,
     pub hash_keys: Vec<HashKeySource>,
+    pub hash_key_source: HashKeyOrigin,
     pub span_names: bool,
     pub sql: bool,
     pub sql_keys: Vec<String>,
@@ -171,6 +186,7 @@ impl Default for RedactionConfig {
             hash_key_env: None,
             hash_key_id: None,
             hash_keys: Vec::new(),
+            hash_key_source: HashKeyOrigin::Config,
             span_names: false,
             sql: false,
             sql_keys: DEFAULT_SQL_KEYS.iter().map(|s| s.to_string()).collect(),

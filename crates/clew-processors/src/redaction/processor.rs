@@ -4,7 +4,8 @@ use super::config::{
     Action, ConfigError, HashFunction, HashKeySource, PatternRef, RedactionConfig, ScopeKind,
     Summary,
 };
-use super::patterns::{builtin_names, Matcher, Stats, Validator, BUILTINS};
+use super::patterns::{builtin_names, candidates, Matcher, Trigger, Validator, BUILTINS};
+use super::scan::{LiteralPrefilter, Scan};
 use super::sql;
 use clew_model::attrs;
 use clew_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
@@ -17,7 +18,7 @@ use prometheus_client::registry::Registry;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use sha2::Sha256;
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// Summary attribute names, as the OpenTelemetry Collector's redaction processor writes them.
@@ -201,12 +202,77 @@ impl KeySet {
     }
 }
 
+/// What the key rules decide for one attribute key: a function of the key alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KeyClass {
+    ignored: bool,
+    allowed: bool,
+    blocked: bool,
+    sql: bool,
+}
+
+/// Distinct keys remembered per batch; beyond this, decisions are computed every time (a batch
+/// of random keys costs what it did without the memo, and memory stays bounded).
+const KEY_MEMO_MAX: usize = 1024;
+/// Attribute positions with a remembered key (the positional fast path).
+const KEY_MEMO_POSITIONS: usize = 64;
+
+/// Key decisions for one batch: keys repeat across its spans, and a `blocked_key_patterns`
+/// regex per attribute was the processor's largest per-key cost. The previous list's key at the
+/// same position is compared first (spans of one kind list their attributes in the same order),
+/// then a map of the keys seen (std's SipHash: keys come from clients).
+struct KeyMemo {
+    on: bool,
+    by_position: Vec<(String, KeyClass)>,
+    seen: HashMap<Box<str>, KeyClass>,
+}
+
+impl KeyMemo {
+    fn new(on: bool) -> Self {
+        Self {
+            on,
+            by_position: Vec::new(),
+            seen: HashMap::new(),
+        }
+    }
+
+    fn class(&mut self, r: &Redaction, key: &str, pos: usize) -> KeyClass {
+        if !self.on {
+            return r.key_class(key);
+        }
+        if let Some((k, c)) = self.by_position.get(pos) {
+            if k == key {
+                return *c;
+            }
+        }
+        let c = match self.seen.get(key) {
+            Some(c) => *c,
+            None => {
+                let c = r.key_class(key);
+                if self.seen.len() < KEY_MEMO_MAX {
+                    self.seen.insert(key.into(), c);
+                }
+                c
+            }
+        };
+        if let Some(slot) = self.by_position.get_mut(pos) {
+            slot.0.clear();
+            slot.0.push_str(key);
+            slot.1 = c;
+        } else if pos == self.by_position.len() && pos < KEY_MEMO_POSITIONS {
+            self.by_position.push((key.to_string(), c));
+        }
+        c
+    }
+}
+
 /// A compiled value rule.
 struct ValueRule {
     matcher: Matcher,
     action: Action,
     keep: usize,
-    precheck: Option<fn(&Stats, &str) -> bool>,
+    /// Built-ins only: their bit in [`candidates`] and their trigger (together the precheck).
+    gate: Option<(u32, Option<Trigger>)>,
     counter: Counter,
 }
 
@@ -276,6 +342,8 @@ fn compile(key: &str, re: &str) -> Result<Regex, ConfigError> {
 struct AnyOf {
     combined: Option<Regex>,
     set: RegexSet,
+    /// Skips the regex search when no prefix literal of any pattern occurs.
+    prefilter: Option<LiteralPrefilter>,
 }
 
 impl AnyOf {
@@ -293,10 +361,17 @@ impl AnyOf {
         // Fails only on duplicate group names across patterns: then the set answers alone.
         let alternation: Vec<String> = res.iter().map(|r| format!("(?:{r})")).collect();
         let combined = Regex::new(&alternation.join("|")).ok();
-        Ok(Some(AnyOf { combined, set }))
+        Ok(Some(AnyOf {
+            combined,
+            set,
+            prefilter: LiteralPrefilter::build(res),
+        }))
     }
 
     fn is_match(&self, s: &str) -> bool {
+        if self.prefilter.as_ref().is_some_and(|p| !p.may_match(s)) {
+            return false;
+        }
         match &self.combined {
             Some(r) => r.is_match(s),
             None => self.set.is_match(s),
@@ -347,6 +422,10 @@ fn load_secret(key: &str, file: Option<&str>, env: Option<&str>) -> Result<Vec<u
 }
 
 fn load_keys(cfg: &RedactionConfig) -> Result<Vec<HashKey>, ConfigError> {
+    // `hash_key_source: key_provider`: the keys are not in the configuration (see keys.rs).
+    if cfg.hash_key_source == super::config::HashKeyOrigin::KeyProvider {
+        return Err(super::keys::not_in_config(cfg));
+    }
     let single = cfg.hash_key_file.is_some() || cfg.hash_key_env.is_some();
     if single && !cfg.hash_keys.is_empty() {
         return Err(ConfigError::new(
@@ -472,7 +551,7 @@ impl Redaction {
                 matcher: Matcher::new(regex, Validator::None),
                 action: cfg.action,
                 keep: cfg.truncate_keep,
-                precheck: None,
+                gate: None,
                 counter: metrics.values_counter(&name, "blocked_values", cfg.action),
             });
             user_res.push(re.clone());
@@ -508,7 +587,7 @@ impl Redaction {
                 matcher: Matcher::new(regex, Validator::None),
                 action,
                 keep: cp.keep.unwrap_or(cfg.truncate_keep),
-                precheck: None,
+                gate: None,
                 counter: metrics.values_counter(&name, &cp.name, action),
             });
             user_res.push(cp.regex.clone());
@@ -550,7 +629,7 @@ impl Redaction {
             chosen[pos] = Some((action, keep, key));
         }
         let mut builtin_rules = Vec::new();
-        for (b, c) in BUILTINS.iter().zip(chosen) {
+        for (i, (b, c)) in BUILTINS.iter().zip(chosen).enumerate() {
             let Some((action, keep, key)) = c else {
                 continue;
             };
@@ -560,7 +639,7 @@ impl Redaction {
                 matcher: Matcher::new(regex, b.validator).with_finder(b.finder),
                 action,
                 keep,
-                precheck: Some(b.precheck),
+                gate: Some((1 << i, b.trigger)),
                 counter: metrics.values_counter(&name, b.name, action),
             });
         }
@@ -708,17 +787,27 @@ impl Redaction {
             }
         }
         if !self.builtin_rules.is_empty() {
-            let stats = Stats::of(cur.as_deref().unwrap_or(s));
+            // The scan describes the text the prechecks see: redone after a rule changed it
+            // (rare: only values that held something).
+            let mut scan = Scan::of(cur.as_deref().unwrap_or(s));
+            let mut allowed = candidates(&scan);
             for rule in &self.builtin_rules {
+                if allowed == 0 {
+                    break;
+                }
                 let hay = cur.as_deref().unwrap_or(s);
-                if let Some(pre) = rule.precheck {
-                    if !pre(&stats, hay) {
+                if let Some((bit, trigger)) = rule.gate {
+                    if allowed & bit == 0 || trigger.is_some_and(|t| !t(&scan, hay)) {
                         continue;
                     }
                 }
                 match self.apply_rule(rule, hay) {
                     Verdict::Keep => {}
-                    Verdict::Changed(n) => cur = Some(n),
+                    Verdict::Changed(n) => {
+                        scan = Scan::of(&n);
+                        allowed = candidates(&scan);
+                        cur = Some(n);
+                    }
                     Verdict::Drop => return Verdict::Drop,
                 }
             }
@@ -743,6 +832,15 @@ impl Redaction {
         self.replacement(self.blocked_key_action, self.keep, &text, &mut out);
         v.value = Some(Value::StringValue(out));
         Walk::Changed
+    }
+
+    fn key_class(&self, key: &str) -> KeyClass {
+        KeyClass {
+            ignored: !self.ignored.is_empty() && self.ignored.contains(key),
+            allowed: self.allow_all_keys || self.allowed.contains(key),
+            blocked: self.key_blocked(key),
+            sql: self.sql_keys.as_ref().is_some_and(|k| k.contains(key)),
+        }
     }
 
     fn key_blocked(&self, key: &str) -> bool {
@@ -801,7 +899,7 @@ impl Redaction {
     }
 
     /// Redacts one attribute list (of a resource, span, event or link) and adds the summary.
-    fn process_attrs(&self, attrs: &mut Vec<KeyValue>) {
+    fn process_attrs(&self, attrs: &mut Vec<KeyValue>, memo: &mut KeyMemo) {
         let debug = self.summary == Summary::Debug;
         let mut redacted: Vec<String> = Vec::new();
         let mut masked: Vec<String> = Vec::new();
@@ -814,12 +912,15 @@ impl Redaction {
                 list.push(key.to_string());
             }
         };
+        let mut pos = 0;
         attrs.retain_mut(|kv| {
-            if !self.ignored.is_empty() && self.ignored.contains(&kv.key) {
+            let class = memo.class(self, &kv.key, pos);
+            pos += 1;
+            if class.ignored {
                 n_ignored += 1;
                 return true;
             }
-            if !self.allow_all_keys && !self.allowed.contains(&kv.key) {
+            if !class.allowed {
                 self.dropped_not_allowed.inc();
                 note(&mut redacted, &mut n_redacted, &kv.key);
                 return false;
@@ -833,7 +934,7 @@ impl Redaction {
                     return true;
                 }
             }
-            if self.key_blocked(&kv.key) {
+            if class.blocked {
                 return match self.apply_key_action(val) {
                     Walk::Drop => {
                         self.dropped_by_action.inc();
@@ -847,13 +948,11 @@ impl Redaction {
                 };
             }
             let mut changed = false;
-            if let (Some(keys), Some(Value::StringValue(s))) = (&self.sql_keys, &mut val.value) {
-                if keys.contains(&kv.key) {
-                    if let Cow::Owned(n) = sql::normalize(s) {
-                        *s = n;
-                        self.sql_counter.inc();
-                        changed = true;
-                    }
+            if let (true, Some(Value::StringValue(s))) = (class.sql, &mut val.value) {
+                if let Cow::Owned(n) = sql::normalize(s) {
+                    *s = n;
+                    self.sql_counter.inc();
+                    changed = true;
                 }
             }
             if value_rules {
@@ -947,16 +1046,19 @@ impl Processor for Redaction {
     }
 
     fn process(&self, mut batch: SpanBatch) -> Result<ProcessOutcome, SinkError> {
+        // Worth remembering only when a key regex decides; the exact-name sets are cheaper
+        // than a lookup.
+        let memo = &mut KeyMemo::new(self.blocked_keys.is_some());
         for rs in &mut batch.resource_spans {
             if self.scope_resource {
                 if let Some(r) = rs.resource.as_mut() {
-                    self.process_attrs(&mut r.attributes);
+                    self.process_attrs(&mut r.attributes, memo);
                 }
             }
             for ss in &mut rs.scope_spans {
                 for span in &mut ss.spans {
                     if self.scope_span {
-                        self.process_attrs(&mut span.attributes);
+                        self.process_attrs(&mut span.attributes, memo);
                     }
                     if self.span_names && self.has_value_rules() {
                         match self.redact_str(&span.name) {
@@ -967,12 +1069,12 @@ impl Processor for Redaction {
                     }
                     if self.scope_event {
                         for e in &mut span.events {
-                            self.process_attrs(&mut e.attributes);
+                            self.process_attrs(&mut e.attributes, memo);
                         }
                     }
                     if self.scope_link {
                         for l in &mut span.links {
-                            self.process_attrs(&mut l.attributes);
+                            self.process_attrs(&mut l.attributes, memo);
                         }
                     }
                 }

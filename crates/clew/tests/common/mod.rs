@@ -32,6 +32,8 @@ pub struct Server {
     pub sampling: String,
     /// `http://127.0.0.1:PORT` of the Zipkin receiver.
     pub zipkin: String,
+    /// `http://127.0.0.1:PORT` of the Tempo HTTP API (`tempo.endpoint`).
+    pub tempo: String,
 }
 
 impl Server {
@@ -87,8 +89,9 @@ impl Server {
         envs: &[(&str, &str)],
         grpc: Option<u16>,
     ) -> Option<Self> {
-        let (g, h, z, q, sp) = (
+        let (g, h, z, q, sp, t) = (
             grpc.unwrap_or_else(free_port),
+            free_port(),
             free_port(),
             free_port(),
             free_port(),
@@ -112,6 +115,7 @@ impl Server {
             .args(["--zipkin-endpoint", &format!("127.0.0.1:{z}")])
             .args(["--query-endpoint", &format!("127.0.0.1:{q}")])
             .args(["--sampling-endpoint", &format!("127.0.0.1:{sp}")])
+            .args(["--tempo-endpoint", &format!("127.0.0.1:{t}")])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -123,6 +127,7 @@ impl Server {
             http: format!("http://127.0.0.1:{h}"),
             sampling: format!("http://127.0.0.1:{sp}"),
             zipkin: format!("http://127.0.0.1:{z}"),
+            tempo: format!("http://127.0.0.1:{t}"),
         };
         let mut s = s;
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -4,6 +4,7 @@ import {
   navigate, copyable, LOOKBACKS, lookbackMicros,
 } from './util.js';
 import { summarize } from './model.js';
+import { traceqlBox } from './traceql.js';
 
 /** Parses `k=v k2="v with spaces"` into [[k, v], ...]. */
 export function parseTags(text) {
@@ -33,6 +34,7 @@ export function renderSearch(app, params) {
     end: params.get('end') || '',
     limit: params.get('limit') || '20',
     sort: params.get('sort') || 'recent',
+    traceql: params.get('q') || '',
   };
 
   const service = h('select#f-service', { name: 'service', 'aria-label': 'Service' }, h('option', { value: '' }, 'All services'));
@@ -73,7 +75,8 @@ export function renderSearch(app, params) {
   );
 
   const results = h('section.results');
-  app.append(h('div.search-page', null, h('aside.search-side', null, form), results));
+  const tql = traceqlBox({ value: q.traceql, ctl, onRun: (text) => submitTraceql(text) });
+  app.append(h('div.search-page', null, h('aside.search-side', null, form), h('div.search-main', null, tql.el, results)));
 
   async function loadOperations() {
     operation.replaceChildren(h('option', { value: '' }, 'All operations'));
@@ -109,6 +112,21 @@ export function renderSearch(app, params) {
     return out;
   }
 
+  // TraceQL runs with the form's time range and limit; the URL keeps the query (`q`).
+  function submitTraceql(text) {
+    tql.setError('');
+    if (!text) {
+      tql.setError('Write a TraceQL query, e.g. { status = error }.');
+      return;
+    }
+    const p = currentQuery();
+    for (const k of ['service', 'operation', 'tags', 'minDuration', 'maxDuration']) p.delete(k);
+    p.set('q', text);
+    const url = `/search?${p}`;
+    if (url === location.pathname + location.search) run(p);
+    else navigate(url);
+  }
+
   function submit() {
     formError.textContent = '';
     for (const [el, name] of [[minD, 'Min duration'], [maxD, 'Max duration']]) {
@@ -127,7 +145,66 @@ export function renderSearch(app, params) {
     else navigate(url);
   }
 
+  function timeRange(p) {
+    const lb = p.get('lookback') || '1h';
+    let end = Date.now() * 1000;
+    let start = end - lookbackMicros(lb);
+    if (lb === 'custom' && p.get('start') && p.get('end')) {
+      start = Number(p.get('start'));
+      end = Number(p.get('end'));
+    }
+    return [start, end];
+  }
+
+  // TraceQL through the Tempo API, then the matching traces through the Jaeger API (one
+  // multi-get), so the rows look like the form's.
+  async function runTraceql(p) {
+    const [start, end] = timeRange(p);
+    const api = new URLSearchParams({
+      q: p.get('q'),
+      limit: p.get('limit') || '20',
+      start: String(Math.floor(start / 1e6)),
+      end: String(Math.ceil(end / 1e6)),
+      spss: '3',
+    });
+    results.replaceChildren(h('p.muted.pad', null, 'Searching…'));
+    const t0 = performance.now();
+    let found;
+    try {
+      found = await getJSON(`/tempo/api/search?${api}`, ctl);
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      if (e.status === 400) {
+        tql.setError(e.message);
+        results.replaceChildren(errorBox('The TraceQL query is not valid', e.message));
+      } else {
+        results.replaceChildren(errorBox('Search failed', e.message));
+      }
+      markReady();
+      return;
+    }
+    const hits = found.traces || [];
+    const matched = new Map(hits.map((t) => [t.traceID, (t.spanSets || (t.spanSet ? [t.spanSet] : [])).reduce((n, s) => n + (s.matched || 0), 0)]));
+    let traces = [];
+    if (hits.length) {
+      const ids = new URLSearchParams();
+      for (const t of hits) ids.append('traceID', t.traceID);
+      try {
+        const r = await getJSON(`/api/traces?${ids}`, ctl);
+        traces = (r.data || []).map(summarize);
+      } catch (e) {
+        if (e.name === 'AbortError') return;
+        results.replaceChildren(errorBox('Cannot load the matching traces', e.message));
+        markReady();
+        return;
+      }
+    }
+    for (const t of traces) t.matched = matched.get(t.traceID) ?? matched.get(t.traceID.replace(/^0+/, ''));
+    showResults(traces, performance.now() - t0);
+  }
+
   async function run(p) {
+    if (p.get('q')) return runTraceql(p);
     const api = new URLSearchParams();
     if (p.get('service')) api.set('service', p.get('service'));
     if (p.get('operation')) api.set('operation', p.get('operation'));
@@ -208,6 +285,7 @@ export function renderSearch(app, params) {
             'div.sub',
             null,
             copyable(t.traceID, t.traceID.slice(0, 16) + (t.traceID.length > 16 ? '…' : '')),
+            t.matched ? h('span.matched-badge', { title: 'Spans that matched the TraceQL query' }, ` ${t.matched} matched`) : null,
             t.warned ? h('span.warn-badge', { title: `${t.warned} span${t.warned > 1 ? 's' : ''} with warnings (orphans, clock skew, …)` }, ` ⚠ ${t.warned}`) : null,
           ),
         ),
