@@ -10,6 +10,7 @@
 
 mod load;
 mod proc_stat;
+mod proxy;
 mod query;
 mod redaction_cost;
 mod servers;
@@ -115,6 +116,9 @@ fn humantime_secs(s: &str) -> Result<Duration, String> {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// `clew proxy` vs a direct connection vs Debian's nginx: added latency p50/p99 at a fixed
+    /// rate with small bodies, and throughput per CPU-second (BENCHMARKS.md, issue 19).
+    Proxy(proxy::ProxyArgs),
     /// Drive one running target.
     Load {
         #[arg(long, value_enum, default_value = "grpc")]
@@ -348,6 +352,7 @@ fn fresh_dir(p: &Path) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Proxy(args) => proxy::run(args).await?,
         Cmd::Load {
             protocol,
             endpoint,

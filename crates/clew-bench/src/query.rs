@@ -2,7 +2,7 @@
 //! flush and compact, then measure bytes per span and query latency over HTTP.
 
 use crate::load::{self, LoadSpec, Protocol};
-use crate::servers::{self, block_count, dir_bytes};
+use crate::servers::{self, block_count, dir_bytes, files_named};
 use crate::workload::Pool;
 use anyhow::{bail, Context};
 use serde_json::json;
@@ -46,6 +46,19 @@ pub async fn storage_run(
     std::fs::create_dir_all(data_dir)?;
     let cfg = config_path(data_dir);
     std::fs::write(&cfg, STORAGE_CONFIG)?;
+    // Each replay round moves the clock on by the pool's time span: place round 0 so that the
+    // last round sent ends now, as a store that has received traffic up to now would.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let pool = Arc::new(Pool::clone(&pool).ending_at(spans, now));
+    eprintln!(
+        "storage: span start times advance {:.2} s per {} spans, from {:.0} s ago",
+        pool.round_nanos as f64 / 1e9,
+        pool.spans_per_round(),
+        now.saturating_sub(pool.first_start_nanos) as f64 / 1e9
+    );
 
     let server = servers::start_clew(
         clew_bin,
@@ -103,13 +116,22 @@ pub async fn storage_run(
         Some(&cfg),
         &log_path(data_dir, "compact"),
     )?;
+    // Settled: no block being written (a `data.parquet` without its `meta.json`, which is
+    // written last — a merge of millions of spans writes for minutes without changing the block
+    // count) and the count unchanged for 45 s. Bounded, so a stuck compactor cannot hang the run.
+    let writing = |dir: &Path| files_named(dir, "data.parquet") > block_count(dir);
     let mut last = (block_count(data_dir), Instant::now());
+    let settle_started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let n = block_count(data_dir);
-        if n != last.0 {
+        if n != last.0 || writing(data_dir) {
             last = (n, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(45) {
+            break;
+        }
+        if settle_started.elapsed() > Duration::from_secs(3600) {
+            eprintln!("storage: compaction still running after an hour; measuring as it is");
             break;
         }
     }

@@ -7,6 +7,13 @@
 //! Requests are protobuf-encoded before the clock starts. To keep every sent trace unique without
 //! re-encoding, each request remembers where its trace ids sit in the bytes; [`Pool::render`]
 //! copies the request and rewrites the first 8 bytes of every trace id from a sequence number.
+//!
+//! Time advances like real traffic: each request also remembers where its span start/end times
+//! and event times sit (fixed64 fields), and [`Pool::render`] adds `round × period` to each, where
+//! a round is one pass over the pool and `period` is the pool's time span plus a small gap. So
+//! successive rounds cover successive, disjoint time ranges, and blocks written from them do too
+//! (before, every block covered the same ~1.3 s and held every attribute value, which no real
+//! store looks like and which hid any pruning by time or by value).
 
 use clew_model::otlp::collector::ExportTraceServiceRequest;
 use clew_model::otlp::common::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -20,16 +27,28 @@ pub const SPANS_PER_TRACE: usize = 10;
 const SERVICES: [&str; 5] = ["frontend", "cart", "payment", "shipping", "inventory"];
 
 /// One pre-encoded request and the byte offsets of each of its traces' ids.
+#[derive(Clone)]
 pub struct EncodedRequest {
     pub bytes: Vec<u8>,
     /// Per trace: offsets of the 16-byte trace id, once per span.
     pub trace_id_offsets: Vec<Vec<usize>>,
+    /// Offsets of every fixed64 time value (span start/end, event time), little-endian.
+    pub time_offsets: Vec<usize>,
     pub spans: usize,
 }
 
+#[derive(Clone)]
 pub struct Pool {
     pub requests: Vec<EncodedRequest>,
+    /// How far one round (one pass over every request) moves the clock: the pool's time span
+    /// (earliest start to latest end) plus [`ROUND_GAP_NANOS`].
+    pub round_nanos: u64,
+    /// Earliest span start of round 0.
+    pub first_start_nanos: u64,
 }
+
+/// Between the end of one round's time range and the start of the next.
+pub const ROUND_GAP_NANOS: u64 = 10_000_000;
 
 fn kv(key: &str, v: any_value::Value) -> KeyValue {
     KeyValue {
@@ -305,6 +324,52 @@ fn trace(rng: &mut StdRng, base_nanos: u64, by_service: &mut [Vec<Span>; 5]) -> 
     trace_id
 }
 
+/// Offsets (of the 8 value bytes) of every fixed64 time field in an encoded request: span
+/// `start_time_unix_nano` (field 7) and `end_time_unix_nano` (8), event `time_unix_nano` (1),
+/// found by their tag byte followed by the exact value, like the trace ids. A false match would
+/// need 9 random bytes to equal a tag and a time of this pool; the tests decode every rendered
+/// request and compare each time field.
+fn time_offsets(bytes: &[u8], req: &ExportTraceServiceRequest) -> Vec<usize> {
+    let mut needles: Vec<[u8; 9]> = Vec::new();
+    let tagged = |tag: u8, v: u64| {
+        let mut n = [0u8; 9];
+        n[0] = tag;
+        n[1..].copy_from_slice(&v.to_le_bytes());
+        n
+    };
+    for sp in req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+    {
+        needles.push(tagged(7 << 3 | 1, sp.start_time_unix_nano));
+        needles.push(tagged(8 << 3 | 1, sp.end_time_unix_nano));
+        for e in &sp.events {
+            needles.push(tagged(1 << 3 | 1, e.time_unix_nano));
+        }
+    }
+    needles.sort();
+    needles.dedup();
+    let mut out: Vec<usize> = needles
+        .iter()
+        .flat_map(|n| find_all(bytes, n))
+        .map(|o| o + 1)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn add_to_u64_le(bytes: &mut [u8], offsets: &[usize], delta: u64) {
+    for &o in offsets {
+        let field = &mut bytes[o..o + 8];
+        let mut v = [0u8; 8];
+        v.copy_from_slice(field);
+        field.copy_from_slice(&u64::from_le_bytes(v).wrapping_add(delta).to_le_bytes());
+    }
+}
+
 fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -328,6 +393,7 @@ impl Pool {
         base_nanos: u64,
     ) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
+        let (mut first, mut last) = (u64::MAX, 0u64);
         let out = (0..requests)
             .map(|r| {
                 let mut by_service: [Vec<Span>; 5] = Default::default();
@@ -355,14 +421,48 @@ impl Pool {
                 };
                 let bytes = req.encode_to_vec();
                 let trace_id_offsets = ids.iter().map(|id| find_all(&bytes, id)).collect();
+                let time_offsets = time_offsets(&bytes, &req);
+                for sp in req
+                    .resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .flat_map(|ss| &ss.spans)
+                {
+                    first = first.min(sp.start_time_unix_nano);
+                    last = last.max(sp.end_time_unix_nano);
+                }
                 EncodedRequest {
                     bytes,
                     trace_id_offsets,
+                    time_offsets,
                     spans: traces_per_request * SPANS_PER_TRACE,
                 }
             })
             .collect();
-        Pool { requests: out }
+        Pool {
+            requests: out,
+            round_nanos: last.saturating_sub(first) + ROUND_GAP_NANOS,
+            first_start_nanos: first,
+        }
+    }
+
+    /// Spans in one round (one pass over every request).
+    pub fn spans_per_round(&self) -> u64 {
+        self.requests.iter().map(|r| r.spans as u64).sum()
+    }
+
+    /// The same pool with every time moved so that the round holding the `spans`-th span ends
+    /// about `end_nanos` (minus one period): sending `spans` spans from sequence 0 then covers the
+    /// time up to `end_nanos`, not past it (a store built for a query benchmark ends "now").
+    pub fn ending_at(mut self, spans: u64, end_nanos: u64) -> Self {
+        let rounds = spans.div_ceil(self.spans_per_round().max(1));
+        let want_first = end_nanos.saturating_sub((rounds + 1).saturating_mul(self.round_nanos));
+        let delta = want_first.wrapping_sub(self.first_start_nanos);
+        for r in &mut self.requests {
+            add_to_u64_le(&mut r.bytes, &r.time_offsets, delta);
+        }
+        self.first_start_nanos = want_first;
+        self
     }
 
     pub fn bytes_per_span(&self) -> f64 {
@@ -372,11 +472,19 @@ impl Pool {
     }
 
     /// The `seq`-th request to send: a copy of a pooled request whose trace ids are made unique by
-    /// `seq`. Returns the bytes and the trace ids it carries.
+    /// `seq` and whose times are moved on by `round × round_nanos`. Returns the bytes and the
+    /// trace ids it carries.
     pub fn render(&self, seq: u64) -> (Vec<u8>, usize, impl Iterator<Item = [u8; 16]> + '_) {
         let req = &self.requests[(seq % self.requests.len() as u64) as usize];
         let mut bytes = req.bytes.clone();
         let round = seq / self.requests.len() as u64;
+        if round > 0 {
+            add_to_u64_le(
+                &mut bytes,
+                &req.time_offsets,
+                round.wrapping_mul(self.round_nanos),
+            );
+        }
         let key = splitmix64(round.wrapping_add(1)).to_le_bytes();
         for offsets in &req.trace_id_offsets {
             for &o in offsets {
@@ -409,6 +517,15 @@ pub fn splitmix64(mut x: u64) -> u64 {
 mod tests {
     use super::*;
 
+    fn spans_of(bytes: &[u8]) -> Vec<Span> {
+        let req = ExportTraceServiceRequest::decode(bytes).expect("rendered request decodes");
+        req.resource_spans
+            .into_iter()
+            .flat_map(|rs| rs.scope_spans)
+            .flat_map(|ss| ss.spans)
+            .collect()
+    }
+
     #[test]
     fn requests_decode_and_render_unique_ids() {
         let pool = Pool::generate(7, 3, 20, 1_700_000_000_000_000_000);
@@ -421,12 +538,8 @@ mod tests {
         assert_eq!(n, 200);
         assert_ne!(ids_a, ids_b);
         for (bytes, ids) in [(a, ids_a), (b, ids_b)] {
-            let req = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
-            let mut seen: Vec<[u8; 16]> = req
-                .resource_spans
+            let mut seen: Vec<[u8; 16]> = spans_of(&bytes)
                 .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .flat_map(|ss| &ss.spans)
                 .map(|s| s.trace_id.as_slice().try_into().unwrap())
                 .collect();
             seen.sort();
@@ -435,5 +548,104 @@ mod tests {
             want.sort();
             assert_eq!(seen, want);
         }
+    }
+
+    #[test]
+    fn ids_stay_unique_over_many_rounds() {
+        let pool = Pool::generate(11, 4, 10, 1_700_000_000_000_000_000);
+        let mut all: Vec<[u8; 16]> = (0..4 * 50).flat_map(|seq| pool.render(seq).2).collect();
+        let n = all.len();
+        assert_eq!(n, 4 * 50 * 10);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "a trace id repeated across rounds");
+    }
+
+    /// Each round is round 0 moved by `round × round_nanos` — every time field, and nothing else —
+    /// and rounds cover disjoint, successive time ranges.
+    #[test]
+    fn times_advance_by_round() {
+        let base = 1_700_000_000_000_000_000;
+        let pool = Pool::generate(3, 3, 20, base);
+        let per = pool.requests.len() as u64;
+        assert!(pool.round_nanos > ROUND_GAP_NANOS, "{}", pool.round_nanos);
+        assert!(pool.round_nanos < 3_000_000_000, "{}", pool.round_nanos);
+        for r in &pool.requests {
+            let spans = spans_of(&r.bytes);
+            let events: usize = spans.iter().map(|s| s.events.len()).sum();
+            assert_eq!(r.time_offsets.len(), 2 * spans.len() + events);
+        }
+        let range = |round: u64| {
+            let (mut lo, mut hi) = (u64::MAX, 0);
+            for r in 0..per {
+                for s in spans_of(&pool.render(round * per + r).0) {
+                    lo = lo.min(s.start_time_unix_nano);
+                    hi = hi.max(s.end_time_unix_nano);
+                }
+            }
+            (lo, hi)
+        };
+        let r0 = range(0);
+        assert_eq!(r0.0, pool.first_start_nanos);
+        let mut prev_end = r0.1;
+        for round in 1..4 {
+            let (lo, hi) = range(round);
+            assert!(
+                lo > prev_end,
+                "round {round} starts at {lo}, before {prev_end}"
+            );
+            assert_eq!(lo, r0.0 + round * pool.round_nanos);
+            assert_eq!(hi, r0.1 + round * pool.round_nanos);
+            prev_end = hi;
+        }
+        let mut events = 0;
+        for r in 0..per {
+            let a = spans_of(&pool.render(r).0);
+            let b = spans_of(&pool.render(2 * per + r).0);
+            assert_eq!(a.len(), b.len());
+            let d = 2 * pool.round_nanos;
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(y.start_time_unix_nano, x.start_time_unix_nano + d);
+                assert_eq!(y.end_time_unix_nano, x.end_time_unix_nano + d);
+                assert_eq!(x.events.len(), y.events.len());
+                for (ex, ey) in x.events.iter().zip(&y.events) {
+                    assert_eq!(ey.time_unix_nano, ex.time_unix_nano + d);
+                    events += 1;
+                }
+                // Only ids and times differ.
+                let mut y2 = y.clone();
+                y2.trace_id = x.trace_id.clone();
+                y2.start_time_unix_nano = x.start_time_unix_nano;
+                y2.end_time_unix_nano = x.end_time_unix_nano;
+                for (ex, ey) in x.events.iter().zip(&mut y2.events) {
+                    ey.time_unix_nano = ex.time_unix_nano;
+                }
+                assert_eq!(&y2, x);
+            }
+        }
+        assert!(events > 0, "no exception event was checked");
+    }
+
+    #[test]
+    fn ending_at_puts_the_last_round_before_the_end() {
+        let pool = Pool::generate(5, 4, 10, 1_000_000_000_000);
+        let end = 1_800_000_000_000_000_000u64;
+        let spans = pool.spans_per_round() * 7 + 1; // 8 rounds
+        let pool = pool.ending_at(spans, end);
+        let per = pool.requests.len() as u64;
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        for seq in 0..8 * per {
+            for s in spans_of(&pool.render(seq).0) {
+                lo = lo.min(s.start_time_unix_nano);
+                hi = hi.max(s.end_time_unix_nano);
+            }
+        }
+        assert_eq!(lo, pool.first_start_nanos);
+        assert!(hi < end, "last span ends at {hi}, after {end}");
+        assert!(
+            end - hi < 3 * pool.round_nanos,
+            "{} before the end",
+            end - hi
+        );
     }
 }

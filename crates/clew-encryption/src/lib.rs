@@ -22,6 +22,10 @@
 //!   [`sealed::open`], [`sealed::sealed_len`], [`sealed::plain_len`], [`sealed::ciphertext_range`],
 //!   [`sealed::open_range`], [`sealed::SealedReader`]; and [`sealed::record`] for WAL records
 //!   ([`seal_record`], [`open_record`], [`sealed::record::RecordKey`]). Errors are [`SealError`].
+//! * [`sealed_record`]: the framed record codec the WAL and the exporters' sending queue share
+//!   (`[len][crc32][version | tenant | …]`: plaintext, sealed and key-declaration records,
+//!   [`sealed_record::Layout`], [`sealed_record::frame`]). Errors are
+//!   [`sealed_record::RecordError`].
 //! * [`KeyManager`]: what the store holds — `new_file_key(tenant)` (one provider call per block),
 //!   `open(&Envelope)` (bounded, TTL'd cache of unwrapped keys), `wal_key(tenant)` /
 //!   `roll_wal_keys()` (one WAL key per tenant per segment), `rewrap`, `check`, `register`
@@ -29,7 +33,7 @@
 //! * [`secrets::SecretStore`]: named, versioned 32-byte secrets (the redaction processor's HMAC
 //!   keys with `hash_key_source: key_provider`), stored only as envelopes wrapped for the reserved
 //!   tenant [`secrets::SECRETS_TENANT`].
-//! * [`testkit`] (feature `testkit`): a real moto server on loopback for KMS/S3 tests.
+//! * `testkit` (feature `testkit`): a real moto server on loopback for KMS/S3 tests.
 //!
 //! ## Typical store use
 //!
@@ -55,6 +59,7 @@ pub mod local;
 mod manager;
 mod provider;
 pub mod sealed;
+pub mod sealed_record;
 pub mod secrets;
 mod sigv4;
 #[cfg(any(test, feature = "testkit"))]

@@ -2,7 +2,9 @@
 //! durable read cursor.
 //!
 //! * Segment `{n:016}.seg`: records `[len: u32 LE][crc32: u32 LE][body]` (CRC IEEE over the body
-//!   as stored), body = `[version: u8][tenant_len: u16 LE][tenant]…`:
+//!   as stored), body = `[version: u8][tenant_len: u16 LE][tenant]…` — the WAL's record format,
+//!   framed, sealed and checked by the codec both share ([`clew_encryption::sealed_record`], here
+//!   with the span count as the batch records' clear field and pretty envelope JSON):
 //!   * version 1 — plaintext batch: `…[span_count: u32 LE][ExportTraceServiceRequest protobuf]`;
 //!     written without `storage.encryption` (and by older Clew); always read.
 //!   * version 2 — sealed batch: `…[span_count: u32 LE][key id: 16][sealed]`, `sealed` =
@@ -31,16 +33,17 @@
 //! bit flip, garbage) is cut off with the rest of its segment, with a warning; a checksummed
 //! record of an unknown version refuses to open (written by a newer Clew: never drop it silently).
 //!
-//! Encryption ([`QueueOptions::keys`], from `storage.encryption`): every new batch is sealed in
-//! the appending task under its tenant's current queue data key (one per tenant per segment,
-//! generated through the key provider; the writer rolls them when it starts a segment). No key
-//! (a KMS outage) refuses the append with [`PushError::KeyUnavailable`] (retryable) — never a
-//! plaintext write. [`Queue::open_with_keys`] reads the declarations, unwraps them once, and
-//! then drains plaintext (older) and sealed records alike; records whose key is gone
-//! (crypto-shredded tenant) are skipped and counted. Sealed records or declarations found without
-//! keys configured fail [`Queue::open`] with [`QueueError::EncryptionRequired`].
+//! Encryption ([`Queue::open_with_keys`], with `storage.encryption`'s key manager): every new
+//! batch is sealed in the appending task under its tenant's current queue data key (one per
+//! tenant per segment, generated through the key provider; the writer rolls them when it starts
+//! a segment). No key (a KMS outage) refuses the append with [`PushError::KeyUnavailable`]
+//! (retryable) — never a plaintext write. [`Queue::open_with_keys`] reads the declarations,
+//! unwraps them once, and then drains plaintext (older) and sealed records alike; records whose
+//! key is gone (crypto-shredded tenant) are skipped and counted. Sealed records or declarations
+//! found without keys configured fail [`Queue::open`] with [`QueueError::EncryptionRequired`].
 
 use clew_encryption::sealed::record::RecordKey;
+use clew_encryption::sealed_record::{self as codec, EnvelopeJson, Layout};
 use clew_encryption::{Envelope, KeyError, KeyManager};
 use clew_model::Tenant;
 use std::collections::{BTreeMap, HashMap};
@@ -53,23 +56,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 
-/// `[len][crc]`.
-pub const HEADER_LEN: usize = 8;
+pub use clew_encryption::sealed_record::{
+    frame, KeyId, RecordError, HEADER_LEN, KEY_ID_LEN, MAX_RECORD_BYTES, VERSION_KEY,
+    VERSION_SEALED,
+};
 /// Body version of a plaintext batch record.
-pub const VERSION: u8 = 1;
-/// Body version of a sealed batch record.
-pub const VERSION_SEALED: u8 = 2;
-/// Body version of a key declaration.
-pub const VERSION_KEY: u8 = 3;
-/// Length of a queue data key's id.
-pub const KEY_ID_LEN: usize = 16;
-/// The random id naming a queue data key.
-pub type KeyId = [u8; KEY_ID_LEN];
+pub const VERSION: u8 = codec::VERSION_PLAIN;
+/// The queue's record layout: the span count (`u32 LE`) in clear in batch records; declarations
+/// in pretty JSON ([`Envelope::to_json`], as the queue always wrote).
+const LAYOUT: Layout<4> = Layout::new(EnvelopeJson::Pretty);
 const LOCK_FILE: &str = "lock";
 /// The configuration key named in errors about encryption.
 const CONFIG_KEY: &str = "storage.encryption";
-/// A record larger than this is treated as corruption when read.
-pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 /// Upper bound on bytes written per group commit.
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
 const CURSOR_FILE: &str = "cursor";
@@ -143,52 +141,14 @@ pub enum PushError {
     Key { tenant: String, message: String },
 }
 
-/// Framing problems (a torn or corrupt tail).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FrameError {
-    #[error("record truncated: need {need} bytes, have {have}")]
-    Truncated { need: usize, have: usize },
-    #[error("record checksum mismatch")]
-    Checksum,
-    #[error("record length {0} exceeds the limit")]
-    TooLarge(usize),
-    #[error("unknown record version {0}")]
-    Version(u8),
-    #[error("record body malformed: {0}")]
-    Malformed(String),
-    #[error("sealed record does not open: {0}")]
-    Seal(String),
-    #[error("no key declared for sealed record (key {0})")]
-    NoKey(String),
-}
-
-/// `[len][crc]` placeholder + `[version][tenant_len][tenant]`.
-fn start_record(version: u8, tenant: &str, capacity: usize) -> Vec<u8> {
-    let t = tenant.as_bytes();
-    let mut out = Vec::with_capacity(HEADER_LEN + 1 + 2 + t.len() + capacity);
-    out.extend_from_slice(&[0; HEADER_LEN]);
-    out.push(version);
-    // Tenant names are at most 64 bytes (clew_model::tenant::MAX_TENANT_LEN).
-    out.extend_from_slice(&(t.len().min(u16::MAX as usize) as u16).to_le_bytes());
-    out.extend_from_slice(t);
-    out
-}
-
-/// Fills in `[len][crc]` once the body is complete.
-fn finish_record(mut out: Vec<u8>) -> Vec<u8> {
-    let body_len = (out.len() - HEADER_LEN) as u32;
-    out[..4].copy_from_slice(&body_len.to_le_bytes());
-    let crc = crc32fast::hash(&out[HEADER_LEN..]);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
+/// The span count as the clear field of a batch record (clamped: it only sizes reports).
+fn spans_field(spans: u64) -> [u8; 4] {
+    (spans.min(u32::MAX as u64) as u32).to_le_bytes()
 }
 
 /// Encodes one plaintext (version 1) record (header included).
 pub fn encode_record(tenant: &Tenant, spans: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = start_record(VERSION, tenant.as_str(), 4 + payload.len());
-    out.extend_from_slice(&(spans.min(u32::MAX as u64) as u32).to_le_bytes());
-    out.extend_from_slice(payload);
-    finish_record(out)
+    LAYOUT.encode_plain(tenant.as_str(), &spans_field(spans), payload)
 }
 
 /// Encodes one sealed (version 2) record under `key`, named `key_id`.
@@ -199,25 +159,12 @@ pub fn encode_sealed(
     key_id: &KeyId,
     key: &RecordKey,
 ) -> Vec<u8> {
-    let mut out = start_record(
-        VERSION_SEALED,
-        tenant.as_str(),
-        4 + KEY_ID_LEN + payload.len() + clew_encryption::sealed::record::OVERHEAD,
-    );
-    out.extend_from_slice(&(spans.min(u32::MAX as u64) as u32).to_le_bytes());
-    out.extend_from_slice(key_id);
-    let sealed = key.seal(&out[HEADER_LEN..], payload);
-    out.extend_from_slice(&sealed);
-    finish_record(out)
+    LAYOUT.encode_sealed(tenant.as_str(), &spans_field(spans), key_id, key, payload)
 }
 
 /// Encodes a key declaration (version 3): the envelope of `key_id`, no key material.
 pub fn encode_key(tenant: &str, key_id: &KeyId, envelope: &Envelope) -> Vec<u8> {
-    let json = envelope.to_json();
-    let mut out = start_record(VERSION_KEY, tenant, KEY_ID_LEN + json.len());
-    out.extend_from_slice(key_id);
-    out.extend_from_slice(&json);
-    finish_record(out)
+    LAYOUT.encode_key(tenant, key_id, envelope)
 }
 
 /// A checked record body, parsed.
@@ -234,9 +181,7 @@ pub enum Body<'a> {
         tenant: Tenant,
         spans: u64,
         key_id: KeyId,
-        /// The clear header: the record's AAD.
-        aad: &'a [u8],
-        sealed: &'a [u8],
+        body: codec::SealedBody<'a, 4>,
     },
     /// Version 3.
     Key {
@@ -246,120 +191,47 @@ pub enum Body<'a> {
     },
 }
 
-/// Checks the framing at the start of `data`: the body and the bytes used.
-pub fn frame(data: &[u8]) -> Result<(&[u8], usize), FrameError> {
-    if data.len() < HEADER_LEN {
-        return Err(FrameError::Truncated {
-            need: HEADER_LEN,
-            have: data.len(),
-        });
-    }
-    let len = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
-    let crc = u32::from_le_bytes([data[4], data[5], data[6], data[7]]);
-    if len == 0 || len > MAX_RECORD_BYTES {
-        return Err(FrameError::TooLarge(len));
-    }
-    let need = HEADER_LEN + len;
-    if data.len() < need {
-        return Err(FrameError::Truncated {
-            need,
-            have: data.len(),
-        });
-    }
-    let body = &data[HEADER_LEN..need];
-    if crc32fast::hash(body) != crc {
-        return Err(FrameError::Checksum);
-    }
-    Ok((body, need))
-}
-
 /// A plaintext record body's parts: tenant, span count, protobuf (other versions are errors).
-pub fn parse_body(body: &[u8]) -> Result<(Tenant, u64, &[u8]), FrameError> {
+pub fn parse_body(body: &[u8]) -> Result<(Tenant, u64, &[u8]), RecordError> {
     match parse(body)? {
         Body::Plain {
             tenant,
             spans,
             payload,
         } => Ok((tenant, spans, payload)),
-        Body::Sealed { .. } => Err(FrameError::Version(VERSION_SEALED)),
-        Body::Key { .. } => Err(FrameError::Version(VERSION_KEY)),
+        Body::Sealed { .. } => Err(RecordError::Version(VERSION_SEALED)),
+        Body::Key { .. } => Err(RecordError::Version(VERSION_KEY)),
     }
 }
 
-/// `[tenant_len][tenant]` after the version byte: the tenant and where the rest starts.
-fn tenant_of(body: &[u8]) -> Result<(Tenant, usize), FrameError> {
-    let len = body
-        .get(1..3)
-        .ok_or_else(|| FrameError::Malformed("no tenant length".into()))?;
-    let tlen = u16::from_le_bytes([len[0], len[1]]) as usize;
-    let raw = body
-        .get(3..3 + tlen)
-        .ok_or_else(|| FrameError::Malformed("tenant cut short".into()))?;
-    let name = std::str::from_utf8(raw).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let tenant = Tenant::new(name).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    Ok((tenant, 3 + tlen))
-}
-
-fn u32_at(body: &[u8], at: usize) -> Result<u64, FrameError> {
-    body.get(at..at + 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
-        .ok_or_else(|| FrameError::Malformed("span count cut short".into()))
-}
-
-fn key_id_at(body: &[u8], at: usize) -> Result<KeyId, FrameError> {
-    body.get(at..at + KEY_ID_LEN)
-        .and_then(|b| KeyId::try_from(b).ok())
-        .ok_or_else(|| FrameError::Malformed("key id cut short".into()))
+fn tenant(name: &str) -> Result<Tenant, RecordError> {
+    Tenant::new(name).map_err(|e| RecordError::Malformed(e.to_string()))
 }
 
 /// Parses a checked body (from [`frame`]) of any known version.
-pub fn parse(body: &[u8]) -> Result<Body<'_>, FrameError> {
-    let version = *body
-        .first()
-        .ok_or_else(|| FrameError::Malformed("empty body".into()))?;
-    match version {
-        VERSION => {
-            let (tenant, at) = tenant_of(body)?;
-            let spans = u32_at(body, at)?;
-            Ok(Body::Plain {
-                tenant,
-                spans,
-                payload: &body[at + 4..],
-            })
-        }
-        VERSION_SEALED => {
-            let (tenant, at) = tenant_of(body)?;
-            let spans = u32_at(body, at)?;
-            let key_id = key_id_at(body, at + 4)?;
-            let split = at + 4 + KEY_ID_LEN;
-            Ok(Body::Sealed {
-                tenant,
-                spans,
-                key_id,
-                aad: &body[..split],
-                sealed: &body[split..],
-            })
-        }
-        VERSION_KEY => {
-            let (tenant, at) = tenant_of(body)?;
-            let key_id = key_id_at(body, at)?;
-            let envelope = Envelope::from_json(&body[at + KEY_ID_LEN..])
-                .map_err(|e| FrameError::Malformed(e.to_string()))?;
-            if envelope.tenant != tenant.as_str() {
-                return Err(FrameError::Malformed(format!(
-                    "key declaration of tenant {:?} holds an envelope of tenant {:?}",
-                    tenant.as_str(),
-                    envelope.tenant
-                )));
-            }
-            Ok(Body::Key {
-                tenant,
-                key_id,
-                envelope,
-            })
-        }
-        v => Err(FrameError::Version(v)),
-    }
+pub fn parse(body: &[u8]) -> Result<Body<'_>, RecordError> {
+    Ok(match LAYOUT.parse(body)? {
+        codec::Body::Plain {
+            tenant: t,
+            clear,
+            payload,
+        } => Body::Plain {
+            tenant: tenant(t)?,
+            spans: u32::from_le_bytes(clear).into(),
+            payload,
+        },
+        codec::Body::Sealed(s) => Body::Sealed {
+            tenant: tenant(s.tenant)?,
+            spans: u32::from_le_bytes(s.clear).into(),
+            key_id: s.key_id,
+            body: s,
+        },
+        codec::Body::Key(k) => Body::Key {
+            tenant: tenant(k.tenant)?,
+            key_id: k.key_id,
+            envelope: k.envelope,
+        },
+    })
 }
 
 /// Where and how big the queue is.
@@ -780,7 +652,7 @@ impl Queue {
                                 offset += used;
                                 continue;
                             }
-                            Err(FrameError::Version(v)) => {
+                            Err(RecordError::Version(v)) => {
                                 return Err(QueueError::UnknownVersion {
                                     path: path.display().to_string(),
                                     offset: offset as u64,
@@ -1229,23 +1101,20 @@ fn read_record(
     offset: u64,
     seg_len: u64,
     keys: Option<&QueueKeys>,
-) -> Result<Read, FrameError> {
+) -> Result<Read, RecordError> {
     let avail = seg_len.saturating_sub(offset) as usize;
     let mut header = [0u8; HEADER_LEN];
     if avail < HEADER_LEN {
-        return Err(FrameError::Truncated {
+        return Err(RecordError::Truncated {
             need: HEADER_LEN,
             have: avail,
         });
     }
     file.read_exact_at(&mut header, offset)
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if len == 0 || len > MAX_RECORD_BYTES {
-        return Err(FrameError::TooLarge(len));
-    }
+        .map_err(|e| RecordError::Malformed(e.to_string()))?;
+    let len = codec::body_len(&header)?;
     if avail < HEADER_LEN + len {
-        return Err(FrameError::Truncated {
+        return Err(RecordError::Truncated {
             need: HEADER_LEN + len,
             have: avail,
         });
@@ -1253,7 +1122,7 @@ fn read_record(
     let mut buf = vec![0u8; HEADER_LEN + len];
     buf[..HEADER_LEN].copy_from_slice(&header);
     file.read_exact_at(&mut buf[HEADER_LEN..], offset + HEADER_LEN as u64)
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        .map_err(|e| RecordError::Malformed(e.to_string()))?;
     let (body, used) = frame(&buf)?;
     let used = used as u64;
     match parse(body)? {
@@ -1272,8 +1141,7 @@ fn read_record(
             tenant,
             spans,
             key_id,
-            aad,
-            sealed,
+            body,
         } => {
             let known = keys.and_then(|k| lock(&k.known).get(&key_id).map(|(k, _)| k.clone()));
             let key = match known {
@@ -1282,11 +1150,14 @@ fn read_record(
                 None => {
                     return Ok(Read::Unreadable {
                         used,
-                        reason: FrameError::NoKey(hex::encode(key_id)).to_string(),
+                        reason: format!(
+                            "no key declared for sealed record (key {})",
+                            hex::encode(key_id)
+                        ),
                     })
                 }
             };
-            match key.open(aad, sealed) {
+            match body.open(&key) {
                 Ok(payload) => Ok(Read::Batch {
                     tenant,
                     spans,
@@ -1295,7 +1166,7 @@ fn read_record(
                 }),
                 Err(e) => Ok(Read::Unreadable {
                     used,
-                    reason: FrameError::Seal(e.to_string()).to_string(),
+                    reason: e.to_string(),
                 }),
             }
         }

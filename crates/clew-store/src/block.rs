@@ -507,6 +507,23 @@ impl Block {
 
     /// [`Block::search`] with the query already compiled (once for all blocks).
     pub async fn search_matcher(&self, m: &Matcher) -> Result<HashMap<TraceId, u64>, StoreError> {
+        self.search_part(m, None).await
+    }
+
+    /// Row groups in `data.parquet` (from the footer, read once and kept).
+    pub async fn row_group_count(&self) -> Result<usize, StoreError> {
+        Ok(self.reader().await?.1.metadata().num_row_groups())
+    }
+
+    /// [`Block::search_matcher`] over some row groups only (all if `None`). Row groups never
+    /// split a trace, so the parts of a block answer disjoint sets of traces: the union of the
+    /// parts' answers, each cut to the `limit` newest, is the whole block's answer (the store
+    /// reads the parts of a large block on several cores at once).
+    pub async fn search_part(
+        &self,
+        m: &Matcher,
+        row_groups: Option<Vec<usize>>,
+    ) -> Result<HashMap<TraceId, u64>, StoreError> {
         // The block's own time range may make the start-time condition moot: then the
         // predicate does not need to decode the start column at all.
         let mut m = m.clone();
@@ -528,20 +545,32 @@ impl Block {
                     .all(|k| !sp.iter().any(|s| s == k))
             });
             if exact {
-                return self.search_columns(cq, m.query.effective_limit()).await;
+                return self
+                    .search_columns_in(cq, m.query.effective_limit(), row_groups)
+                    .await;
             }
         }
-        self.search_rows(m).await
+        self.search_rows_in(m, row_groups).await
     }
 
     /// The column-predicate path: decode predicate columns, then trace id and start of matches,
     /// keeping only the `limit` newest traces. Rows come in trace-id order, so a trace's matches
     /// are adjacent: its latest start is complete when the id changes, and no map of every
     /// matching trace is needed.
+    #[cfg(test)]
     pub(crate) async fn search_columns(
         &self,
         cq: ColumnQuery,
         limit: usize,
+    ) -> Result<HashMap<TraceId, u64>, StoreError> {
+        self.search_columns_in(cq, limit, None).await
+    }
+
+    async fn search_columns_in(
+        &self,
+        cq: ColumnQuery,
+        limit: usize,
+        row_groups: Option<Vec<usize>>,
     ) -> Result<HashMap<TraceId, u64>, StoreError> {
         let mut top = TopTraces::new(limit);
         if cq.never {
@@ -554,7 +583,7 @@ impl Block {
         Self::scan_with(
             reader,
             md,
-            None,
+            row_groups,
             Some(&[col::TRACE_ID, col::START]),
             Some(filter),
             |batch| {
@@ -585,9 +614,18 @@ impl Block {
     }
 
     /// The row-by-row path, for conditions on the generic attribute list or pseudo tags.
+    #[cfg(test)]
     pub(crate) async fn search_rows(
         &self,
         m: &Matcher,
+    ) -> Result<HashMap<TraceId, u64>, StoreError> {
+        self.search_rows_in(m, None).await
+    }
+
+    async fn search_rows_in(
+        &self,
+        m: &Matcher,
+        row_groups: Option<Vec<usize>>,
     ) -> Result<HashMap<TraceId, u64>, StoreError> {
         let mut cols = vec![
             col::TRACE_ID,
@@ -609,7 +647,7 @@ impl Block {
         }
         let mut hits = HashMap::new();
         let mut cache = DecodeCache::default();
-        self.scan(None, Some(&cols), |batch| {
+        self.scan(row_groups, Some(&cols), |batch| {
             let view = BatchView::new(batch, with_attrs, with_message)?;
             for row in 0..batch.num_rows() {
                 let rv = RowView {

@@ -7,14 +7,15 @@
 //! attributes with a dedicated column (exact unless the block's `dedicated_spills` lists the key),
 //! and span attributes of the generic list, read from the list's key/str/int/double/bool leaves
 //! when the block's tag catalog says no resource carries the key (a resource value is a fallback
-//! only the row path sees). Everything else — resource-scoped attributes, Jaeger pseudo tags,
+//! only the row path sees), and resource `service.name` equality (the `service_name` column).
+//! Everything else — other resource-scoped attributes, Jaeger pseudo tags,
 //! blocks without a catalog — takes the row-by-row path in `block.rs`, which answers the same
 //! (`tests/search_conditions.rs` checks both against a naive evaluator).
 
 use crate::api::{AttrScope, CompareOp, SpanField};
 use crate::matcher::{compare, Lit, Matcher, Val};
 use crate::schema::{col, DedicatedType, DEDICATED};
-use crate::tags::{TagCatalog, TYPE_OTHER};
+use crate::tags::{TagCatalog, TYPE_OTHER, TYPE_STR};
 use arrow_array::types::Int32Type;
 use arrow_array::{
     Array, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Float64Array, Int32Array,
@@ -37,8 +38,10 @@ enum Cond {
     /// A typed condition on the duration (end minus start).
     TypedDuration(CompareOp, Lit),
     /// A condition on a span attribute of the generic list, read from its key and typed value
-    /// leaves only (never the bytes/complex leaves, the resource or the other columns).
-    Generic(String, GenericTest),
+    /// leaves only (never the bytes/complex leaves, the resource or the other columns). The flag:
+    /// the block's catalog says every span value of the key is a string, so the `key` and `str`
+    /// leaves alone answer it (decoding a list leaf is most of a generic search's cost).
+    Generic(String, GenericTest, bool),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +53,8 @@ enum GenericTest {
 
 /// The leaves of the attribute list a generic condition reads.
 const GENERIC_LEAVES: [&str; 5] = ["key", "str", "int", "double", "bool"];
+/// The same for keys whose span values are all strings.
+const STRING_LEAVES: [&str; 2] = ["key", "str"];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum ColType {
@@ -127,7 +132,11 @@ impl ColumnQuery {
                 } else if types & TYPE_OTHER != 0 {
                     return None;
                 } else {
-                    conds.push(Cond::Generic(key.clone(), GenericTest::Text(want.clone())));
+                    conds.push(Cond::Generic(
+                        key.clone(),
+                        GenericTest::Text(want.clone()),
+                        types == TYPE_STR,
+                    ));
                 }
                 continue;
             };
@@ -162,6 +171,21 @@ impl ColumnQuery {
                 // `dedicated_keys`: a spill means another type in the list, or a resource value).
                 SpanField::Attribute { scope, key } => {
                     if *scope == AttrScope::Resource {
+                        // The `service_name` column is the resource's first `service.name`
+                        // when that is a non-empty string, else `unknown_service`
+                        // (`clew_model::attrs::service_name`); the matcher reads the same first
+                        // value. So equality with any other non-empty string is exact from the
+                        // column, and structural TraceQL (`{ resource.service.name = "x" } >> …`)
+                        // needs no resource decoding.
+                        if let (CompareOp::Eq, Lit::Str(want)) = (op, &lit) {
+                            if key == clew_model::attrs::SERVICE_NAME
+                                && !want.is_empty()
+                                && want != clew_model::attrs::UNKNOWN_SERVICE
+                            {
+                                conds.push(Cond::Typed(col::SERVICE_NAME, ColType::Str, op, lit));
+                                continue;
+                            }
+                        }
                         return None;
                     }
                     let Some((dkey, column, ty)) = DEDICATED.iter().find(|(k, _, _)| k == key)
@@ -171,7 +195,12 @@ impl ColumnQuery {
                         {
                             return None;
                         }
-                        conds.push(Cond::Generic(key.clone(), GenericTest::Typed(op, lit)));
+                        let strings_only = tags.is_some_and(|t| t.span_types(key) == TYPE_STR);
+                        conds.push(Cond::Generic(
+                            key.clone(),
+                            GenericTest::Typed(op, lit),
+                            strings_only,
+                        ));
                         continue;
                     };
                     dedicated_keys.push(*dkey);
@@ -221,6 +250,15 @@ impl ColumnQuery {
     ) -> RowFilter {
         let roots: Vec<usize> = self.columns().iter().filter_map(|c| root_of(c)).collect();
         let generic = self.conds.iter().any(|c| matches!(c, Cond::Generic(..)));
+        let wanted_leaves: &[&str] = if self
+            .conds
+            .iter()
+            .all(|c| !matches!(c, Cond::Generic(_, _, false)))
+        {
+            &STRING_LEAVES
+        } else {
+            &GENERIC_LEAVES
+        };
         let attrs_root = root_of(col::ATTRIBUTES);
         let leaves: Vec<usize> = (0..parquet_schema.num_columns())
             .filter(|&i| {
@@ -233,7 +271,7 @@ impl ColumnQuery {
                             .path()
                             .parts()
                             .last()
-                            .is_some_and(|l| GENERIC_LEAVES.contains(&l.as_str())))
+                            .is_some_and(|l| wanted_leaves.contains(&l.as_str())))
             })
             .collect();
         let mask = ProjectionMask::leaves(parquet_schema, leaves);
@@ -433,7 +471,7 @@ fn evaluate(conds: &[Cond], batch: &RecordBatch) -> Result<BooleanArray, ArrowEr
                     }
                 }
             },
-            Cond::Generic(key, test) => {
+            Cond::Generic(key, test, _) => {
                 let list = column::<ListArray>(batch, col::ATTRIBUTES)?;
                 let leaves = Leaves::new(list)?;
                 let offsets = list.value_offsets();
@@ -510,9 +548,10 @@ impl KeyLeaf<'_> {
 struct Leaves<'a> {
     keys: KeyLeaf<'a>,
     strs: &'a StringArray,
-    ints: &'a Int64Array,
-    doubles: &'a Float64Array,
-    bools: &'a BooleanArray,
+    /// Not projected when every generic condition is on a strings-only key.
+    ints: Option<&'a Int64Array>,
+    doubles: Option<&'a Float64Array>,
+    bools: Option<&'a BooleanArray>,
 }
 
 impl<'a> Leaves<'a> {
@@ -526,6 +565,16 @@ impl<'a> Leaves<'a> {
             st.column_by_name(name)
                 .and_then(|c| c.as_any().downcast_ref::<T>())
                 .ok_or_else(|| ArrowError::SchemaError(format!("attributes.{name} missing")))
+        }
+        // Absent: not projected. Present with another type: a schema error, as for `str`.
+        fn opt_leaf<'b, T: 'static>(
+            st: &'b StructArray,
+            name: &str,
+        ) -> Result<Option<&'b T>, ArrowError> {
+            match st.column_by_name(name) {
+                None => Ok(None),
+                Some(_) => leaf(st, name).map(Some),
+            }
         }
         let key_col = st
             .column_by_name("key")
@@ -547,9 +596,9 @@ impl<'a> Leaves<'a> {
         Ok(Self {
             keys,
             strs: leaf(st, "str")?,
-            ints: leaf(st, "int")?,
-            doubles: leaf(st, "double")?,
-            bools: leaf(st, "bool")?,
+            ints: opt_leaf(st, "int")?,
+            doubles: opt_leaf(st, "double")?,
+            bools: opt_leaf(st, "bool")?,
         })
     }
 
@@ -557,13 +606,14 @@ impl<'a> Leaves<'a> {
     /// maps, whose leaves are not read, are `Other`.
     fn typed(&self, i: usize) -> Val<'a> {
         if self.strs.is_valid(i) {
-            Val::Str(Cow::Borrowed(self.strs.value(i)))
-        } else if self.ints.is_valid(i) {
-            Val::Int(self.ints.value(i))
-        } else if self.doubles.is_valid(i) {
-            Val::Double(self.doubles.value(i))
-        } else if self.bools.is_valid(i) {
-            Val::Bool(self.bools.value(i))
+            return Val::Str(Cow::Borrowed(self.strs.value(i)));
+        }
+        if let Some(a) = self.ints.filter(|a| a.is_valid(i)) {
+            Val::Int(a.value(i))
+        } else if let Some(a) = self.doubles.filter(|a| a.is_valid(i)) {
+            Val::Double(a.value(i))
+        } else if let Some(a) = self.bools.filter(|a| a.is_valid(i)) {
+            Val::Bool(a.value(i))
         } else {
             Val::Other
         }

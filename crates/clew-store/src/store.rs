@@ -482,8 +482,10 @@ impl Store {
                 group.sort_by_key(|b| b.meta.span_count);
                 let mut chosen = Vec::new();
                 let mut total = 0;
+                // Smallest first, and never past the ceiling: two blocks whose sum is over it
+                // stay apart (a larger newest block is what one limit-20 search has to read).
                 for b in group {
-                    if total + b.meta.span_count > cfg.max_block_spans && chosen.len() >= 2 {
+                    if total + b.meta.span_count > cfg.max_block_spans {
                         break;
                     }
                     total += b.meta.span_count;
@@ -1070,29 +1072,55 @@ impl Store {
         // no newer than its newest span start.
         blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.max_start_unix_nano));
         let limit = q.effective_limit();
-        // One task per block, as many at a time as there are cores (futures polled by one task
-        // would share a thread), started in that order. Before starting the next, stop if it and
-        // the rest cannot change the answer (`answer_is_settled`); blocks already started finish.
+        // Tasks as many at a time as there are cores (futures polled by one task would share a
+        // thread), blocks started in that order. A large block is cut into one part per core
+        // (`search_parts`), so the newest block alone keeps every core busy and the early stop
+        // is checked again before the next block. Before starting a block or a part, stop if it
+        // and the rest cannot change the answer (`answer_is_settled`); tasks started finish.
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut read = 0;
         let mut rest = blocks.into_iter().peekable();
+        let mut queued: std::collections::VecDeque<(BlockRef, Option<Vec<usize>>)> =
+            Default::default();
         let mut running = futures::stream::FuturesUnordered::new();
         loop {
             while running.len() < parallel {
-                let Some(next) = rest.peek() else { break };
+                if queued.is_empty() {
+                    let Some(next) = rest.peek() else { break };
+                    if !exhaustive
+                        && answer_is_settled(&hits, limit, next.meta.max_start_unix_nano, |id| {
+                            self.is_erasing(tenant, id)
+                        })
+                    {
+                        rest = Vec::new().into_iter().peekable();
+                        break;
+                    }
+                    let Some(b) = rest.next() else { break };
+                    read += 1;
+                    // A footer that cannot be read: one part, whose search reports (or skips)
+                    // the block as it always did.
+                    let groups = b.row_group_count().await.unwrap_or(0);
+                    for part in search_parts(groups, parallel) {
+                        queued.push_back((b.clone(), part));
+                    }
+                }
+                let Some((b, part)) = queued.pop_front() else {
+                    break;
+                };
+                // The same stop for the parts of a block not yet started: they hold nothing newer
+                // than the block's newest start (the parts already read answered for theirs).
                 if !exhaustive
-                    && answer_is_settled(&hits, limit, next.meta.max_start_unix_nano, |id| {
+                    && answer_is_settled(&hits, limit, b.meta.max_start_unix_nano, |id| {
                         self.is_erasing(tenant, id)
                     })
                 {
+                    queued.clear();
                     rest = Vec::new().into_iter().peekable();
                     break;
                 }
-                let Some(b) = rest.next() else { break };
-                read += 1;
                 let m = m.clone();
                 running.push(tokio::spawn(async move {
-                    let r = b.search_matcher(&m).await;
+                    let r = b.search_part(&m, part).await;
                     skip_unreadable(&b, r)
                 }));
             }
@@ -1125,6 +1153,23 @@ impl Store {
         out.truncate(q.effective_limit());
         Ok(out)
     }
+}
+
+/// A block is cut for parallel search only into parts of at least this many row groups (≈130k
+/// spans at the default 8,192 rows per group): a smaller part costs more in per-read set-up than
+/// a second core saves.
+const MIN_PART_ROW_GROUPS: usize = 16;
+
+/// How a block of `row_groups` row groups is searched on `parallel` cores: `[None]` (the whole
+/// block in one task) or contiguous row-group ranges, one per core, covering every row group once.
+fn search_parts(row_groups: usize, parallel: usize) -> Vec<Option<Vec<usize>>> {
+    let k = parallel.min(row_groups / MIN_PART_ROW_GROUPS).max(1);
+    if k == 1 {
+        return vec![None];
+    }
+    (0..k)
+        .map(|i| Some((i * row_groups / k..(i + 1) * row_groups / k).collect()))
+        .collect()
 }
 
 /// Whether the `limit` newest hits found so far are final: at least `limit` visible traces, the
@@ -1363,5 +1408,23 @@ fn humantime_secs(d: Duration) -> String {
         format!("{}h", secs / 3600)
     } else {
         format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod search_parts_tests {
+    use super::{search_parts, MIN_PART_ROW_GROUPS};
+
+    #[test]
+    fn parts_cover_every_row_group_once() {
+        assert_eq!(search_parts(0, 2), vec![None]);
+        assert_eq!(search_parts(2 * MIN_PART_ROW_GROUPS - 1, 2), vec![None]);
+        assert_eq!(search_parts(1000, 1), vec![None]);
+        for (groups, parallel, want) in [(32, 2, 2), (446, 2, 2), (446, 8, 8), (40, 8, 2)] {
+            let parts = search_parts(groups, parallel);
+            assert_eq!(parts.len(), want, "{groups} groups on {parallel} cores");
+            let all: Vec<usize> = parts.into_iter().flat_map(|p| p.unwrap()).collect();
+            assert_eq!(all, (0..groups).collect::<Vec<_>>());
+        }
     }
 }

@@ -189,6 +189,33 @@ async fn compaction_merges_blocks_and_removes_duplicates() {
 }
 
 #[tokio::test]
+async fn compaction_never_writes_a_block_over_max_block_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.compaction.max_block_spans = 10;
+    let (store, _) = Store::open(c, StoreMetrics::default()).await.unwrap();
+    // Blocks of 6, 7 and 3 spans: 3 + 6 fits the ceiling, the 7 on top would not.
+    for (trace, spans) in [(1u8, 6u8), (2, 7), (3, 3)] {
+        store.consume(batch("a", trace, "s", spans)).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    assert_eq!(store.compact_once().await.unwrap(), 1);
+    let mut counts: Vec<u64> = store
+        .blocks(&t("a"))
+        .iter()
+        .map(|b| b.meta.span_count)
+        .collect();
+    counts.sort();
+    assert_eq!(counts, vec![7, 9]);
+    // Both are under the ceiling, but together they would pass it: they stay apart.
+    assert_eq!(store.compact_once().await.unwrap(), 0);
+    assert!(store
+        .blocks(&t("a"))
+        .iter()
+        .all(|b| b.meta.span_count <= 10));
+}
+
+#[tokio::test]
 async fn streaming_merge_in_many_slices_keeps_every_trace_whole_and_sorted() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path());

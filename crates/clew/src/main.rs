@@ -11,6 +11,7 @@ mod doctor_cli;
 mod graph;
 mod keys_cli;
 mod pipelines;
+mod proxy_cli;
 mod serve;
 mod tls_args;
 mod token_cli;
@@ -52,6 +53,8 @@ enum Command {
     Keys(keys_cli::KeysArgs),
     /// Check (`verify`) or read (`show`) the hash-chained audit log.
     Audit(audit_cli::AuditArgs),
+    /// Tracing sidecar for legacy HTTP services: `--config FILE`, or `check-config`.
+    Proxy(proxy_cli::ProxyArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -179,6 +182,10 @@ fn main() -> anyhow::Result<()> {
             Command::Hold(args) => admin_cli::hold(args).await,
             Command::Audit(args) => audit_cli::run(args),
             Command::Keys(args) => keys_cli::run(args).await,
+            Command::Proxy(args) => {
+                init_logging("info");
+                proxy_cli::run(args).await
+            }
             Command::Config {
                 command: ConfigCommand::Check { file },
             } => {

@@ -2,3 +2,4 @@ mod kms;
 mod local;
 mod manager;
 mod sealed;
+mod sealed_record;

@@ -38,21 +38,21 @@ fn record_round_trip_and_framing_errors() {
 
     assert!(matches!(
         frame(&rec[..rec.len() - 1]),
-        Err(FrameError::Truncated { .. })
+        Err(RecordError::Truncated { .. })
     ));
     let mut flipped = rec.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
-    assert_eq!(frame(&flipped), Err(FrameError::Checksum));
-    assert!(matches!(frame(&[0xff; 8]), Err(FrameError::TooLarge(_))));
-    assert!(matches!(frame(&[0; 8]), Err(FrameError::TooLarge(0))));
+    assert_eq!(frame(&flipped), Err(RecordError::Checksum));
+    assert!(matches!(frame(&[0xff; 8]), Err(RecordError::TooLarge(_))));
+    assert!(matches!(frame(&[0; 8]), Err(RecordError::TooLarge(0))));
 
     let mut v2 = rec.clone();
     v2[HEADER_LEN] = 9;
     let crc = crc32fast::hash(&v2[HEADER_LEN..]);
     v2[4..8].copy_from_slice(&crc.to_le_bytes());
     let (body, _) = frame(&v2).unwrap();
-    assert_eq!(parse_body(body).unwrap_err(), FrameError::Version(9));
+    assert_eq!(parse_body(body).unwrap_err(), RecordError::Version(9));
 }
 
 #[test]
@@ -634,23 +634,27 @@ fn sealed_record_opens_only_with_its_key_tenant_and_bytes() {
         tenant,
         spans,
         key_id,
-        aad,
-        sealed,
+        body: sealed_body,
     } = parse(body).unwrap()
     else {
         panic!("not sealed")
     };
+    let (aad, sealed) = (sealed_body.aad(), sealed_body.sealed());
     assert_eq!((tenant.as_str(), spans, key_id), ("acme", 5, id));
+    assert_eq!(sealed_body.open(&key).unwrap(), b"secret payload");
     assert_eq!(key.open(aad, sealed).unwrap(), b"secret payload");
     // Wrong key.
-    assert!(other.open(aad, sealed).is_err());
+    assert_eq!(
+        sealed_body.open(&other).unwrap_err(),
+        RecordError::Seal(clew_encryption::SealError::Auth)
+    );
     // The header is authenticated: another tenant's header (CRC recomputed) does not open.
     let moved = encode_sealed(&t("acmf"), 5, b"x", &id, &key);
     let (mbody, _) = frame(&moved).unwrap();
-    let Body::Sealed { aad: maad, .. } = parse(mbody).unwrap() else {
+    let Body::Sealed { body: mb, .. } = parse(mbody).unwrap() else {
         panic!()
     };
-    assert!(key.open(maad, sealed).is_err());
+    assert!(key.open(mb.aad(), sealed).is_err());
     // A flipped ciphertext byte with a recomputed CRC passes framing but does not open.
     let mut flipped = rec.clone();
     let last = flipped.len() - 3;
@@ -658,10 +662,10 @@ fn sealed_record_opens_only_with_its_key_tenant_and_bytes() {
     let crc = crc32fast::hash(&flipped[HEADER_LEN..]);
     flipped[4..8].copy_from_slice(&crc.to_le_bytes());
     let (fbody, _) = frame(&flipped).unwrap();
-    let Body::Sealed { aad, sealed, .. } = parse(fbody).unwrap() else {
+    let Body::Sealed { body: fb, .. } = parse(fbody).unwrap() else {
         panic!()
     };
-    assert!(key.open(aad, sealed).is_err());
+    assert!(fb.open(&key).is_err());
     // Truncated sealed records (body cut inside the key id) are malformed, not panics.
     for cut in [
         HEADER_LEN + 1,
@@ -671,17 +675,17 @@ fn sealed_record_opens_only_with_its_key_tenant_and_bytes() {
     ] {
         let body = &rec[HEADER_LEN..cut];
         assert!(
-            matches!(parse(body), Err(FrameError::Malformed(_))),
+            matches!(parse(body), Err(RecordError::Malformed(_))),
             "cut {cut}"
         );
     }
     // A declaration whose envelope is garbage is malformed.
-    let mut decl = start_record(VERSION_KEY, "acme", 0);
+    let mut decl = vec![VERSION_KEY, 4, 0];
+    decl.extend_from_slice(b"acme");
     decl.extend_from_slice(&id);
     decl.extend_from_slice(b"{not json");
-    let decl = finish_record(decl);
-    let (body, _) = frame(&decl).unwrap();
-    assert!(matches!(parse(body), Err(FrameError::Malformed(_))));
+    let body = &decl[..];
+    assert!(matches!(parse(body), Err(RecordError::Malformed(_))));
 }
 
 #[tokio::test]

@@ -107,6 +107,7 @@
 
 pub mod config;
 pub mod keys;
+mod memo;
 pub mod patterns;
 mod processor;
 mod scan;

@@ -4,6 +4,7 @@ use super::config::{
     Action, ConfigError, HashFunction, HashKeySource, PatternRef, RedactionConfig, ScopeKind,
     Summary,
 };
+use super::memo::{Memo, MAX_TEXT};
 use super::patterns::{builtin_names, candidates, Matcher, Trigger, Validator, BUILTINS};
 use super::scan::{LiteralPrefilter, Scan};
 use super::sql;
@@ -18,7 +19,7 @@ use prometheus_client::registry::Registry;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use sha2::Sha256;
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 /// Summary attribute names, as the OpenTelemetry Collector's redaction processor writes them.
@@ -211,57 +212,40 @@ struct KeyClass {
     sql: bool,
 }
 
-/// Distinct keys remembered per batch; beyond this, decisions are computed every time (a batch
-/// of random keys costs what it did without the memo, and memory stays bounded).
-const KEY_MEMO_MAX: usize = 1024;
-/// Attribute positions with a remembered key (the positional fast path).
-const KEY_MEMO_POSITIONS: usize = 64;
-
-/// Key decisions for one batch: keys repeat across its spans, and a `blocked_key_patterns`
-/// regex per attribute was the processor's largest per-key cost. The previous list's key at the
-/// same position is compared first (spans of one kind list their attributes in the same order),
-/// then a map of the keys seen (std's SipHash: keys come from clients).
-struct KeyMemo {
-    on: bool,
-    by_position: Vec<(String, KeyClass)>,
-    seen: HashMap<Box<str>, KeyClass>,
+/// What one batch remembers: key decisions (keys repeat across its spans, and a
+/// `blocked_key_patterns` regex per attribute was the processor's largest per-key cost) and the
+/// string values and span names the value rules left alone (most repeat: methods, routes, SQL
+/// with placeholders, user agents). See [`super::memo`].
+struct BatchMemo {
+    /// Only when a key regex decides; the exact-name sets are cheaper than a lookup.
+    keys_on: bool,
+    keys: Memo<KeyClass>,
+    clean: Memo<()>,
 }
 
-impl KeyMemo {
-    fn new(on: bool) -> Self {
+/// [`BatchMemo::clean`] kinds: a value is clean under the value rules, or (SQL keys) under SQL
+/// normalization and then the value rules.
+const CLEAN_TEXT: u8 = 0;
+const CLEAN_SQL: u8 = 1;
+
+impl BatchMemo {
+    fn new(keys_on: bool) -> Self {
         Self {
-            on,
-            by_position: Vec::new(),
-            seen: HashMap::new(),
+            keys_on,
+            keys: Memo::new(),
+            clean: Memo::new(),
         }
     }
 
-    fn class(&mut self, r: &Redaction, key: &str, pos: usize) -> KeyClass {
-        if !self.on {
+    fn class(&mut self, r: &Redaction, key: &str) -> KeyClass {
+        if !self.keys_on {
             return r.key_class(key);
         }
-        if let Some((k, c)) = self.by_position.get(pos) {
-            if k == key {
-                return *c;
-            }
+        if let Some(c) = self.keys.get(0, key) {
+            return c;
         }
-        let c = match self.seen.get(key) {
-            Some(c) => *c,
-            None => {
-                let c = r.key_class(key);
-                if self.seen.len() < KEY_MEMO_MAX {
-                    self.seen.insert(key.into(), c);
-                }
-                c
-            }
-        };
-        if let Some(slot) = self.by_position.get_mut(pos) {
-            slot.0.clear();
-            slot.0.push_str(key);
-            slot.1 = c;
-        } else if pos == self.by_position.len() && pos < KEY_MEMO_POSITIONS {
-            self.by_position.push((key.to_string(), c));
-        }
+        let c = r.key_class(key);
+        self.keys.insert(0, key, c);
         c
     }
 }
@@ -899,7 +883,7 @@ impl Redaction {
     }
 
     /// Redacts one attribute list (of a resource, span, event or link) and adds the summary.
-    fn process_attrs(&self, attrs: &mut Vec<KeyValue>, memo: &mut KeyMemo) {
+    fn process_attrs(&self, attrs: &mut Vec<KeyValue>, memo: &mut BatchMemo) {
         let debug = self.summary == Summary::Debug;
         let mut redacted: Vec<String> = Vec::new();
         let mut masked: Vec<String> = Vec::new();
@@ -912,10 +896,8 @@ impl Redaction {
                 list.push(key.to_string());
             }
         };
-        let mut pos = 0;
         attrs.retain_mut(|kv| {
-            let class = memo.class(self, &kv.key, pos);
-            pos += 1;
+            let class = memo.class(self, &kv.key);
             if class.ignored {
                 n_ignored += 1;
                 return true;
@@ -947,6 +929,19 @@ impl Redaction {
                     }
                 };
             }
+            // A string the rules already left alone in this batch stays as it is.
+            let clean_kind = if class.sql { CLEAN_SQL } else { CLEAN_TEXT };
+            let remember = match &val.value {
+                Some(Value::StringValue(s))
+                    if (value_rules || class.sql) && s.len() <= MAX_TEXT =>
+                {
+                    if memo.clean.get(clean_kind, s).is_some() {
+                        return true;
+                    }
+                    true
+                }
+                _ => false,
+            };
             let mut changed = false;
             if let (true, Some(Value::StringValue(s))) = (class.sql, &mut val.value) {
                 if let Cow::Owned(n) = sql::normalize(s) {
@@ -968,6 +963,8 @@ impl Redaction {
             }
             if changed {
                 note(&mut masked, &mut n_masked, &kv.key);
+            } else if let (true, Some(Value::StringValue(s))) = (remember, &val.value) {
+                memo.clean.insert(clean_kind, s, ());
             }
             true
         });
@@ -1046,9 +1043,7 @@ impl Processor for Redaction {
     }
 
     fn process(&self, mut batch: SpanBatch) -> Result<ProcessOutcome, SinkError> {
-        // Worth remembering only when a key regex decides; the exact-name sets are cheaper
-        // than a lookup.
-        let memo = &mut KeyMemo::new(self.blocked_keys.is_some());
+        let memo = &mut BatchMemo::new(self.blocked_keys.is_some());
         for rs in &mut batch.resource_spans {
             if self.scope_resource {
                 if let Some(r) = rs.resource.as_mut() {
@@ -1060,9 +1055,12 @@ impl Processor for Redaction {
                     if self.scope_span {
                         self.process_attrs(&mut span.attributes, memo);
                     }
-                    if self.span_names && self.has_value_rules() {
+                    if self.span_names
+                        && self.has_value_rules()
+                        && memo.clean.get(CLEAN_TEXT, &span.name).is_none()
+                    {
                         match self.redact_str(&span.name) {
-                            Verdict::Keep => {}
+                            Verdict::Keep => memo.clean.insert(CLEAN_TEXT, &span.name, ()),
                             Verdict::Changed(n) => span.name = n,
                             Verdict::Drop => span.name = MASK.to_string(),
                         }

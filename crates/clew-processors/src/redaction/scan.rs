@@ -373,7 +373,18 @@ pub(crate) fn ipv6_trigger(v: &str) -> bool {
 /// A necessary condition for any of several user regexes to match: one of their prefix
 /// literals occurs in the text (every match starts with one). One Aho-Corasick pass instead of a
 /// regex search per value: most values hold none of a `CUST-[0-9]{8}`'s `CUST-`.
-pub(crate) struct LiteralPrefilter(AhoCorasick);
+pub(crate) struct LiteralPrefilter {
+    /// The shortest literal: a shorter text cannot hold any.
+    min_len: usize,
+    find: LiteralFinder,
+}
+
+/// One literal (the usual case: one custom pattern) is a SIMD substring search; Aho-Corasick's
+/// per-call set-up cost more than the search on short attribute values.
+enum LiteralFinder {
+    One(Box<memchr::memmem::Finder<'static>>),
+    Many(AhoCorasick),
+}
 
 /// Literals shorter than this, or more of them, give no prefilter (they would hit too often, and
 /// the regex engine's own prefilter does as well).
@@ -409,12 +420,25 @@ impl LiteralPrefilter {
         if literals.is_empty() || literals.len() > PREFILTER_MAX_LITERALS {
             return None;
         }
-        AhoCorasick::new(&literals).ok().map(Self)
+        literals.sort_unstable();
+        literals.dedup();
+        let min_len = literals.iter().map(|l| l.len()).min()?;
+        let find = match literals.as_slice() {
+            [one] => LiteralFinder::One(Box::new(memchr::memmem::Finder::new(one).into_owned())),
+            many => LiteralFinder::Many(AhoCorasick::new(many).ok()?),
+        };
+        Some(Self { min_len, find })
     }
 
     /// `false`: no regex of the set can match `s`.
     pub fn may_match(&self, s: &str) -> bool {
-        self.0.is_match(s)
+        if s.len() < self.min_len {
+            return false;
+        }
+        match &self.find {
+            LiteralFinder::One(f) => f.find(s.as_bytes()).is_some(),
+            LiteralFinder::Many(ac) => ac.is_match(s),
+        }
     }
 }
 

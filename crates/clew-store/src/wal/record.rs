@@ -1,65 +1,34 @@
-//! WAL record framing: `[len: u32 LE][crc32: u32 LE][body]`. The CRC (IEEE, crc32fast) covers the
-//! body as stored (for sealed records: over the ciphertext), so a torn or bit-flipped record is
-//! detected before anything else looks at it. The body's first byte is its version:
+//! WAL records: the shared sealed-record codec ([`clew_encryption::sealed_record`], with no clear
+//! fields and compact envelope JSON) around the WAL's payload, a span batch as an
+//! `ExportTraceServiceRequest` protobuf:
 //!
-//! * `1` — plaintext batch: `[1][tenant_len: u16 LE][tenant][ExportTraceServiceRequest protobuf]`.
-//!   Written by stores without `storage.encryption` (and by older Clew); always replayed.
-//! * `2` — sealed batch: `[2][tenant_len: u16 LE][tenant][key id: 16][sealed]`, where `sealed` is
-//!   [`clew_encryption::seal_record`]`(data key, aad, protobuf)` (`0x01 | nonce | AES-256-GCM
-//!   ciphertext | tag`) and `aad` is the clear header before it (`[2][tenant_len][tenant][key id]`),
-//!   so a record moved to another tenant or key does not open.
-//! * `3` — key declaration: `[3][tenant_len: u16 LE][tenant][key id: 16][envelope JSON]`: the
-//!   wrapped data key of `key id` (no plaintext key, no span data). The WAL thread writes one
-//!   before the first sealed record of each key in each segment, so a segment replays on its own.
+//! * `1` — plaintext batch: `[len][crc32][1][tenant_len: u16 LE][tenant][protobuf]`. Written by
+//!   stores without `storage.encryption` (and by older Clew); always replayed.
+//! * `2` — sealed batch: `[len][crc32][2][tenant_len][tenant][key id: 16][sealed]`, `sealed` =
+//!   [`clew_encryption::seal_record`]`(data key, aad = the clear body before it, protobuf)`, so a
+//!   record moved to another tenant or key does not open.
+//! * `3` — key declaration: `[len][crc32][3][tenant_len][tenant][key id: 16][envelope JSON]`: the
+//!   wrapped data key of `key id`. The WAL thread writes one before the first sealed record of
+//!   each key in each segment, so a segment replays on its own.
 //!
-//! The tenant name stays in clear: it picks the key and is not span data.
+//! Framing, versions, sealing and the declaration's tenant check live in the codec (shared with
+//! the exporters' sending queue); this module turns payloads into [`SpanBatch`]es and tenants
+//! into [`Tenant`]s.
 
-use clew_encryption::{Envelope, SealError};
+use clew_encryption::sealed::record::RecordKey;
+use clew_encryption::sealed_record::{self as codec, Body, EnvelopeJson, Layout, SealedBody};
+use clew_encryption::Envelope;
 use clew_model::otlp::collector::ExportTraceServiceRequest;
 use clew_model::otlp::Message;
 use clew_model::{SpanBatch, Tenant};
 
-pub const HEADER_LEN: usize = 8;
-/// Body version of a plaintext batch record.
-pub const VERSION_PLAIN: u8 = 1;
-/// Body version of a sealed batch record.
-pub const VERSION_SEALED: u8 = 2;
-/// Body version of a key declaration.
-pub const VERSION_KEY: u8 = 3;
-/// Length of a WAL key id.
-pub const KEY_ID_LEN: usize = 16;
-/// A record larger than this is treated as corruption on replay.
-pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
+pub use codec::{
+    frame, KeyId, RecordError, HEADER_LEN, KEY_ID_LEN, MAX_RECORD_BYTES, VERSION_KEY,
+    VERSION_PLAIN, VERSION_SEALED,
+};
 
-/// The random id naming a WAL data key ([`clew_encryption::WalKey::id`]).
-pub type KeyId = [u8; KEY_ID_LEN];
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RecordError {
-    #[error("record truncated: need {need} bytes, have {have}")]
-    Truncated { need: usize, have: usize },
-    #[error("record checksum mismatch")]
-    Checksum,
-    #[error("record length {0} exceeds the limit")]
-    TooLarge(usize),
-    #[error("unknown record version {0}")]
-    Version(u8),
-    #[error("record body malformed: {0}")]
-    Malformed(String),
-    #[error("sealed record does not open: {0}")]
-    Seal(#[from] SealError),
-}
-
-impl RecordError {
-    /// True for errors of the framing (a torn or corrupt tail: replay truncates there), false for
-    /// records whose checksum matched but whose content this build cannot use.
-    pub fn is_framing(&self) -> bool {
-        matches!(
-            self,
-            RecordError::Truncated { .. } | RecordError::Checksum | RecordError::TooLarge(_)
-        )
-    }
-}
+/// The WAL's layout: no clear fields; declarations in compact JSON (as the WAL always wrote).
+const LAYOUT: Layout<0> = Layout::new(EnvelopeJson::Compact);
 
 /// One decoded record.
 #[derive(Debug)]
@@ -77,18 +46,14 @@ pub enum Record<'a> {
 pub struct SealedRecord<'a> {
     pub tenant: Tenant,
     pub key_id: KeyId,
-    /// The clear header (`[2][tenant_len][tenant][key id]`): the record's AAD.
-    aad: &'a [u8],
-    sealed: &'a [u8],
+    body: SealedBody<'a, 0>,
 }
 
 impl SealedRecord<'_> {
     /// Decrypts and decodes the batch.
     pub fn open(&self, data_key: &[u8; 32]) -> Result<SpanBatch, RecordError> {
-        let proto = clew_encryption::open_record(data_key, self.aad, self.sealed)?;
-        let req = ExportTraceServiceRequest::decode(proto.as_slice())
-            .map_err(|e| RecordError::Malformed(e.to_string()))?;
-        Ok(SpanBatch::new(self.tenant.clone(), req.resource_spans))
+        let proto = self.body.open(&RecordKey::new(data_key))?;
+        batch(self.tenant.clone(), &proto)
     }
 }
 
@@ -100,24 +65,14 @@ pub struct KeyDecl {
     pub envelope: Envelope,
 }
 
-/// `[len][crc]` placeholder + `[version][tenant_len][tenant]`.
-fn start(version: u8, tenant: &str, capacity: usize) -> Vec<u8> {
-    let tenant = tenant.as_bytes();
-    let mut out = Vec::with_capacity(HEADER_LEN + 3 + tenant.len() + capacity);
-    out.extend_from_slice(&[0; HEADER_LEN]);
-    out.push(version);
-    out.extend_from_slice(&(tenant.len() as u16).to_le_bytes());
-    out.extend_from_slice(tenant);
-    out
+fn tenant(name: &str) -> Result<Tenant, RecordError> {
+    Tenant::new(name).map_err(|e| RecordError::Malformed(format!("invalid tenant: {e}")))
 }
 
-/// Fills in `[len][crc]` once the body is complete.
-fn finish(mut out: Vec<u8>) -> Vec<u8> {
-    let body_len = (out.len() - HEADER_LEN) as u32;
-    out[..4].copy_from_slice(&body_len.to_le_bytes());
-    let crc = crc32fast::hash(&out[HEADER_LEN..]);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
+fn batch(tenant: Tenant, proto: &[u8]) -> Result<SpanBatch, RecordError> {
+    let req = ExportTraceServiceRequest::decode(proto)
+        .map_err(|e| RecordError::Malformed(e.to_string()))?;
+    Ok(SpanBatch::new(tenant, req.resource_spans))
 }
 
 fn proto_len(batch: &SpanBatch) -> usize {
@@ -138,132 +93,46 @@ fn encode_proto(batch: &SpanBatch, out: &mut Vec<u8>) {
 
 /// Encodes one batch as a plaintext (version 1) record.
 pub fn encode_plain(batch: &SpanBatch) -> Vec<u8> {
-    let mut out = start(VERSION_PLAIN, batch.tenant.as_str(), proto_len(batch));
-    encode_proto(batch, &mut out);
-    finish(out)
+    LAYOUT.encode_plain_with(batch.tenant.as_str(), &[], proto_len(batch), |out| {
+        encode_proto(batch, out)
+    })
 }
 
 /// Encodes one batch as a sealed (version 2) record under `data_key`, named `key_id`.
 pub fn encode_sealed(batch: &SpanBatch, key_id: &KeyId, data_key: &[u8; 32]) -> Vec<u8> {
     let mut proto = Vec::with_capacity(proto_len(batch));
     encode_proto(batch, &mut proto);
-    let mut out = start(
-        VERSION_SEALED,
+    LAYOUT.encode_sealed(
         batch.tenant.as_str(),
-        KEY_ID_LEN + proto.len() + clew_encryption::sealed::record::OVERHEAD,
-    );
-    out.extend_from_slice(key_id);
-    let sealed = clew_encryption::seal_record(data_key, &out[HEADER_LEN..], &proto);
-    out.extend_from_slice(&sealed);
-    finish(out)
+        &[],
+        key_id,
+        &RecordKey::new(data_key),
+        &proto,
+    )
 }
 
 /// Encodes a key declaration (version 3): the envelope of `key_id`, no key material.
 pub fn encode_key(tenant: &str, key_id: &KeyId, envelope: &Envelope) -> Vec<u8> {
-    // Serializing a struct of strings and integers cannot fail.
-    let json = serde_json::to_vec(envelope).unwrap_or_default();
-    let mut out = start(VERSION_KEY, tenant, KEY_ID_LEN + json.len());
-    out.extend_from_slice(key_id);
-    out.extend_from_slice(&json);
-    finish(out)
-}
-
-/// Checks the frame at the start of `buf`: returns the body (checksum verified) and the bytes
-/// the record takes.
-pub fn frame(buf: &[u8]) -> Result<(&[u8], usize), RecordError> {
-    if buf.len() < HEADER_LEN {
-        return Err(RecordError::Truncated {
-            need: HEADER_LEN,
-            have: buf.len(),
-        });
-    }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len > MAX_RECORD_BYTES {
-        return Err(RecordError::TooLarge(len));
-    }
-    let total = HEADER_LEN + len;
-    if buf.len() < total {
-        return Err(RecordError::Truncated {
-            need: total,
-            have: buf.len(),
-        });
-    }
-    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    let body = &buf[HEADER_LEN..total];
-    if crc32fast::hash(body) != crc {
-        return Err(RecordError::Checksum);
-    }
-    if body.is_empty() {
-        return Err(RecordError::Malformed("empty body".into()));
-    }
-    Ok((body, total))
-}
-
-/// `[tenant_len][tenant]` after the version byte; returns the tenant and where the rest starts.
-fn tenant_of(body: &[u8]) -> Result<(Tenant, usize), RecordError> {
-    let len_bytes = body
-        .get(1..3)
-        .ok_or_else(|| RecordError::Malformed("body shorter than its header".into()))?;
-    let tlen = u16::from_le_bytes([len_bytes[0], len_bytes[1]]) as usize;
-    let tenant_bytes = body
-        .get(3..3 + tlen)
-        .ok_or_else(|| RecordError::Malformed("tenant cut short".into()))?;
-    let tenant = std::str::from_utf8(tenant_bytes)
-        .ok()
-        .and_then(|t| Tenant::new(t).ok())
-        .ok_or_else(|| RecordError::Malformed("invalid tenant".into()))?;
-    Ok((tenant, 3 + tlen))
-}
-
-fn key_id_at(body: &[u8], at: usize) -> Result<KeyId, RecordError> {
-    body.get(at..at + KEY_ID_LEN)
-        .and_then(|b| KeyId::try_from(b).ok())
-        .ok_or_else(|| RecordError::Malformed("key id cut short".into()))
+    LAYOUT.encode_key(tenant, key_id, envelope)
 }
 
 /// Parses a checked body (from [`frame`]).
 pub fn parse(body: &[u8]) -> Result<Record<'_>, RecordError> {
-    let version = *body
-        .first()
-        .ok_or_else(|| RecordError::Malformed("empty body".into()))?;
-    match version {
-        VERSION_PLAIN => {
-            let (tenant, at) = tenant_of(body)?;
-            let req = ExportTraceServiceRequest::decode(&body[at..])
-                .map_err(|e| RecordError::Malformed(e.to_string()))?;
-            Ok(Record::Plain(SpanBatch::new(tenant, req.resource_spans)))
-        }
-        VERSION_SEALED => {
-            let (tenant, at) = tenant_of(body)?;
-            let key_id = key_id_at(body, at)?;
-            let split = at + KEY_ID_LEN;
-            Ok(Record::Sealed(SealedRecord {
-                tenant,
-                key_id,
-                aad: &body[..split],
-                sealed: &body[split..],
-            }))
-        }
-        VERSION_KEY => {
-            let (tenant, at) = tenant_of(body)?;
-            let key_id = key_id_at(body, at)?;
-            let envelope = Envelope::from_json(&body[at + KEY_ID_LEN..])
-                .map_err(|e| RecordError::Malformed(e.to_string()))?;
-            if envelope.tenant != tenant.as_str() {
-                return Err(RecordError::Malformed(format!(
-                    "key declaration of tenant {:?} holds an envelope of tenant {:?}",
-                    tenant.as_str(),
-                    envelope.tenant
-                )));
-            }
-            Ok(Record::Key(KeyDecl {
-                tenant,
-                key_id,
-                envelope,
-            }))
-        }
-        v => Err(RecordError::Version(v)),
-    }
+    Ok(match LAYOUT.parse(body)? {
+        Body::Plain {
+            tenant: t, payload, ..
+        } => Record::Plain(batch(tenant(t)?, payload)?),
+        Body::Sealed(s) => Record::Sealed(SealedRecord {
+            tenant: tenant(s.tenant)?,
+            key_id: s.key_id,
+            body: s,
+        }),
+        Body::Key(k) => Record::Key(KeyDecl {
+            tenant: tenant(k.tenant)?,
+            key_id: k.key_id,
+            envelope: k.envelope,
+        }),
+    })
 }
 
 /// Decodes the record at the start of `buf`, returning it and the bytes consumed.
@@ -275,7 +144,7 @@ pub fn decode(buf: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clew_encryption::ProviderKind;
+    use clew_encryption::{ProviderKind, SealError};
     use clew_model::otlp::trace::{ResourceSpans, ScopeSpans, Span};
 
     const KEY: [u8; 32] = [7; 32];
@@ -329,6 +198,19 @@ mod tests {
         }
     }
 
+    /// A record framed by hand from its body (`len | crc32 | body`), not by the codec.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut rec = (body.len() as u32).to_le_bytes().to_vec();
+        rec.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        rec.extend_from_slice(body);
+        rec
+    }
+
+    /// The record's body behind a recomputed frame.
+    fn finish(rec: Vec<u8>) -> Vec<u8> {
+        framed(&rec[HEADER_LEN..])
+    }
+
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
         hay.windows(needle.len()).any(|w| w == needle)
     }
@@ -356,9 +238,7 @@ mod tests {
         let mut body = vec![1u8, 4, 0];
         body.extend_from_slice(b"acme");
         body.extend_from_slice(&proto);
-        let mut rec = (body.len() as u32).to_le_bytes().to_vec();
-        rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        rec.extend_from_slice(&body);
+        let rec = framed(&body);
         assert_eq!(rec, encode_plain(&batch()));
         let b = plain_of(&rec);
         assert_eq!(b.tenant.as_str(), "acme");
@@ -427,10 +307,11 @@ mod tests {
         let (body, _) = frame(&rec).unwrap();
         let sealed_part = &body[3 + 4 + KEY_ID_LEN..];
         let reframe = |tenant: &str, key_id: &KeyId| {
-            let mut out = start(VERSION_SEALED, tenant, 0);
-            out.extend_from_slice(key_id);
-            out.extend_from_slice(sealed_part);
-            finish(out)
+            let mut body = vec![VERSION_SEALED, tenant.len() as u8, 0];
+            body.extend_from_slice(tenant.as_bytes());
+            body.extend_from_slice(key_id);
+            body.extend_from_slice(sealed_part);
+            framed(&body)
         };
         assert!(matches!(
             open_sealed(&reframe("evil", &KEY_ID), &KEY),
@@ -484,23 +365,6 @@ mod tests {
         }
     }
 
-    /// Flips behind a recomputed CRC (a bug or tampering, not a torn write): the AEAD still
-    /// catches every one of them in a sealed record.
-    #[test]
-    fn sealed_record_tampering_behind_a_valid_crc_is_detected() {
-        let rec = encode_sealed(&batch(), &KEY_ID, &KEY);
-        for i in HEADER_LEN + 1..rec.len() {
-            let mut bad = rec.clone();
-            bad[i] ^= 0x04;
-            let bad = finish(bad);
-            match decode(&bad) {
-                Err(_) => {}
-                Ok((Record::Sealed(s), _)) => assert!(s.open(&KEY).is_err(), "flip at {i}"),
-                Ok((other, _)) => panic!("flip at {i} decoded as {other:?}"),
-            }
-        }
-    }
-
     #[test]
     fn unknown_version_is_reported_as_such() {
         let mut rec = encode_plain(&batch());
@@ -514,39 +378,11 @@ mod tests {
     #[test]
     fn garbage_and_huge_lengths() {
         assert!(decode(&[0xff; 64]).is_err());
+        // A zero-filled tail (length 0) is a framing error: replay cuts it off.
+        assert_eq!(decode(&[0; 8]).unwrap_err(), RecordError::TooLarge(0));
+        assert!(RecordError::TooLarge(0).is_framing());
         let mut huge = vec![0u8; 16];
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode(&huge), Err(RecordError::TooLarge(_))));
-    }
-
-    /// Random bodies behind a valid frame, for every version byte: errors, never panics.
-    #[test]
-    fn garbage_behind_a_valid_frame_never_panics() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for round in 0..20_000 {
-            let len = (next() % 96) as usize;
-            let mut body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-            if let Some(b) = body.first_mut() {
-                *b = (round % 5) as u8;
-            }
-            if len >= 3 && round % 2 == 0 {
-                // A plausible tenant header, so the parsers get past it.
-                body[1] = 4.min(len as u8 - 3);
-                body[2] = 0;
-            }
-            let mut rec = start(0, "", 0);
-            rec.truncate(HEADER_LEN);
-            rec.extend_from_slice(&body);
-            let rec = finish(rec);
-            if let Ok((Record::Sealed(s), _)) = decode(&rec) {
-                let _ = s.open(&KEY);
-            }
-        }
     }
 }
