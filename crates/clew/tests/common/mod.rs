@@ -137,10 +137,12 @@ impl Server {
             }
             if let Some(status) = s.child.try_wait().unwrap() {
                 let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
-                let tail = &log[log.len().saturating_sub(4000)..];
-                if tail.contains("Address already in use") || tail.contains("address in use") {
+                // The whole log: with RUST_BACKTRACE set, the error's backtrace pushes the
+                // message itself out of the tail shown below.
+                if log.contains("Address already in use") || log.contains("address in use") {
                     return None;
                 }
+                let tail = &log[log.len().saturating_sub(4000)..];
                 panic!("server exited during start-up ({status}); log: {tail}");
             }
             std::thread::sleep(Duration::from_millis(50));
