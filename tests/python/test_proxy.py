@@ -217,10 +217,9 @@ def test_sidecar_makes_the_trace_whole(clew, tmp_path):
 
 
 def test_without_the_sidecar_the_trace_breaks(clew, tmp_path):
-    """The same calls straight to the legacy app: the client's trace ends at its own span and the
-    downstream starts traces of its own. (`clew doctor` pairs a CLIENT span with a new root only
-    at the address the CLIENT span names; here the new root is one hop further, behind the
-    uninstrumented app, so the doctor cannot name this break — see docs/proxy.md.)"""
+    """The same calls straight to the legacy app: the client's trace ends at its own span, the
+    downstream starts traces of its own, and `clew doctor` names the break: context lost from the
+    client to the downstream at the uninstrumented hop (the legacy app's address) in between."""
     stack = Stack(clew, tmp_path, proxied=False)
     try:
         tids = []
@@ -243,6 +242,14 @@ def test_without_the_sidecar_the_trace_breaks(clew, tmp_path):
             assert t["traceID"] not in tids
             roots = [s for s in t["spans"] if not s["references"]]
             assert len(roots) == 1 and _kind(roots[0]) == "server", roots
+        report = doctor(clew)
+        lost = [f for f in findings_about(report, {stack.client_name, stack.down_name})
+                if f["kind"] == "context_lost_between_services"]
+        assert len(lost) == 1, json.dumps(report, indent=1)
+        f = lost[0]
+        assert (f["from_service"], f["to_service"]) == (stack.client_name, stack.down_name), f
+        assert f["via"] == f"127.0.0.1:{stack.legacy_port}", f
+        assert f["count"] == 3 and set(f["example_trace_ids"]) == set(tids), f
     finally:
         stack.close()
 

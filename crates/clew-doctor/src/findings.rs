@@ -60,7 +60,8 @@ impl FindingKind {
 /// * `orphan_spans`: `to_service` = the service of the orphans (its caller is unknown);
 /// * `multiple_roots`: `to_service` = the service of the extra roots;
 /// * `context_lost_between_services`: `from_service` (CLIENT / PRODUCER side) → `to_service`,
-///   `operation` = the client span's name;
+///   `operation` = the client span's name; `via` = the uninstrumented address in between when the
+///   new trace started one hop further (see `uninstrumented_hops`);
 /// * `context_lost_in_service`: both = the service, `operation` = the span during which the new
 ///   trace started (`new_root_operation` names the new trace's root);
 /// * `clock_skew`: `from_service` = the parent's service, `to_service` = the skewed span's.
@@ -72,6 +73,10 @@ pub struct Finding {
     pub operation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_root_operation: Option<String>,
+    /// The address of an uninstrumented hop the context was lost at (`host:port`), when the
+    /// caller's request reached an instrumented service only through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub count: u64,
     /// Traces showing the problem (for context losses: the trace that lost the context).
     pub example_trace_ids: Vec<String>,
@@ -244,8 +249,10 @@ impl Agg {
     }
 }
 
+/// (kind, from service, to service, operation, new root operation, via).
 type Key = (
     FindingKind,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -259,6 +266,7 @@ fn span_key(kind: FindingKind, s: &FlatSpan) -> Key {
         None,
         Some(s.service_name().to_string()),
         Some(s.span.name.clone()),
+        None,
         None,
     )
 }
@@ -274,6 +282,144 @@ fn occurrences(n: u64) -> String {
         "1 occurrence".into()
     } else {
         format!("{n} occurrences")
+    }
+}
+
+/// Occurrences needed before an uninstrumented hop is reported: one coincidence in time is not
+/// evidence, the same pairing seen again is.
+const MIN_HOP_EVIDENCE: u64 = 2;
+
+/// The address a CLIENT span called, as `host:port` (or the bare host), for naming a hop.
+fn hop_address(peers: &[String]) -> Option<&str> {
+    peers
+        .iter()
+        .filter(|p| !p.starts_with("svc:") && !p.starts_with("dest:"))
+        .max_by_key(|p| p.contains(':'))
+        .map(String::as_str)
+}
+
+/// Context lost one hop further than the caller can see: a CLIENT span called an address that no
+/// instrumented server answers on (no SERVER span in the window claims it), and during that call
+/// a new trace started at a SERVER span of another service — the uninstrumented app in between
+/// made the call without forwarding the context (a legacy service, a gateway that strips headers).
+///
+/// Nothing names the new root's caller, so only time pairs them, and the guards against
+/// coincidence are strict: the root lies inside the client's window (start and end, with the
+/// matching slack), it is the only unused root there, the client is the only unmatched call whose
+/// window holds it, and the same (caller, operation, hop, callee) pairing is seen at least
+/// [`MIN_HOP_EVIDENCE`] times. Busy windows where calls overlap produce no finding rather than a
+/// wrong one.
+fn uninstrumented_hops(
+    judged: &[Judged],
+    entry_roots: &[(u64, usize, usize)],
+    unmatched_exits: &[(usize, usize)],
+    used: &mut HashSet<(usize, usize)>,
+    opts: &WindowOptions,
+    agg: &mut BTreeMap<Key, Agg>,
+    trend: &Trend,
+) {
+    if unmatched_exits.is_empty() || entry_roots.is_empty() {
+        return;
+    }
+    // Addresses instrumented servers were called on.
+    let mut instrumented: HashSet<String> = HashSet::new();
+    for j in judged {
+        for s in j.spans.iter().filter(|s| s.span.kind == KIND_SERVER) {
+            instrumented.extend(own_names(s).into_iter().filter(|n| !n.starts_with("svc:")));
+        }
+    }
+    let slack = opts.match_slack_nanos;
+    let window = |ti: usize, ci: usize| {
+        let c = &judged[ti].spans[ci].span;
+        (
+            c.start_time_unix_nano.saturating_sub(slack),
+            c.end_time_unix_nano.saturating_add(slack),
+        )
+    };
+    // Candidate calls: their address is not an instrumented server's.
+    let calls: Vec<(usize, usize, String)> = unmatched_exits
+        .iter()
+        .filter_map(|&(ti, ci)| {
+            let peers = peer_names(&judged[ti].spans[ci]);
+            if peers
+                .iter()
+                .any(|p| !p.starts_with("svc:") && instrumented.contains(p))
+            {
+                return None;
+            }
+            hop_address(&peers).map(|a| (ti, ci, a.to_string()))
+        })
+        .collect();
+    let inside = |(lo, hi): (u64, u64), rti: usize, ri: usize| {
+        let r = &judged[rti].spans[ri].span;
+        r.start_time_unix_nano >= lo && r.end_time_unix_nano <= hi
+    };
+    // Each call's single candidate root (or none when there are several).
+    let mut pairs: Vec<(usize, usize, usize, usize, &str)> = Vec::new();
+    for (ti, ci, addr) in &calls {
+        let (ti, ci) = (*ti, *ci);
+        let (lo, hi) = window(ti, ci);
+        let c_inst = instance_key(&judged[ti].spans[ci]);
+        let first = entry_roots.partition_point(|x| x.0 < lo);
+        let mut found = None;
+        let mut n = 0;
+        for &(rs, rti, ri) in entry_roots[first..].iter().take(10_000) {
+            if rs > hi {
+                break;
+            }
+            let r = &judged[rti].spans[ri];
+            if rti == ti
+                || used.contains(&(rti, ri))
+                || r.span.kind != KIND_SERVER
+                || instance_key(r) == c_inst
+                || !inside((lo, hi), rti, ri)
+            {
+                continue;
+            }
+            n += 1;
+            found = Some((rti, ri));
+        }
+        if let (1, Some((rti, ri))) = (n, found) {
+            pairs.push((ti, ci, rti, ri, addr));
+        }
+    }
+    // The root must be explained by that call alone.
+    let mut evidence: BTreeMap<Key, Vec<(usize, usize, usize, usize)>> = BTreeMap::new();
+    for &(ti, ci, rti, ri, addr) in &pairs {
+        let holders = calls
+            .iter()
+            .filter(|(t, c, _)| *t != rti && inside(window(*t, *c), rti, ri))
+            .take(2)
+            .count();
+        if holders != 1 {
+            continue;
+        }
+        let (c, r) = (&judged[ti].spans[ci], &judged[rti].spans[ri]);
+        evidence
+            .entry((
+                FindingKind::ContextLostBetweenServices,
+                Some(c.service_name().to_string()),
+                Some(r.service_name().to_string()),
+                Some(c.span.name.clone()),
+                None,
+                Some(addr.to_string()),
+            ))
+            .or_default()
+            .push((ti, ci, rti, ri));
+    }
+    for (key, seen_pairs) in evidence {
+        if (seen_pairs.len() as u64) < MIN_HOP_EVIDENCE {
+            continue;
+        }
+        let a = agg.entry(key).or_default();
+        for (ti, ci, rti, ri) in seen_pairs {
+            used.insert((rti, ri));
+            a.add(
+                seen(&judged[ti].id, &judged[ti].spans[ci], Some(&judged[rti].id)),
+                trend,
+                opts.max_examples,
+            );
+        }
     }
 }
 
@@ -348,6 +494,7 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
                 Some(cs.service_name().to_string()),
                 Some(cs.span.name.clone()),
                 None,
+                None,
             ))
             .or_default()
             .add(seen(&j.id, cs, None), &trend, max);
@@ -377,6 +524,8 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
     // Context lost between services: an exit span without a remote child, and a root entry span
     // of the called service starting inside its window, matched by address.
     let mut used: HashSet<(usize, usize)> = HashSet::new();
+    // CLIENT spans without a remote child and without a new root at the address they called.
+    let mut unmatched_exits: Vec<(usize, usize)> = Vec::new();
     let mut own_cache: HashMap<(usize, usize), Vec<String>> = HashMap::new();
     for (ti, j) in judged.iter().enumerate() {
         for (ci, c) in j.spans.iter().enumerate() {
@@ -445,12 +594,25 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
                     Some(r.service_name().to_string()),
                     Some(c.span.name.clone()),
                     None,
+                    None,
                 ))
                 .or_default()
                 .add(seen(&j.id, c, Some(&judged[rti].id)), &trend, max);
+            } else if kind == KIND_CLIENT {
+                unmatched_exits.push((ti, ci));
             }
         }
     }
+
+    uninstrumented_hops(
+        &judged,
+        &entry_roots,
+        &unmatched_exits,
+        &mut used,
+        opts,
+        &mut agg,
+        &trend,
+    );
 
     // Context lost inside a service: a root that is not an entry span (CLIENT, PRODUCER,
     // INTERNAL) starting inside a span of another trace on the same service instance.
@@ -510,6 +672,7 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
                     Some(r.service_name().to_string()),
                     Some(p.span.name.clone()),
                     Some(r.span.name.clone()),
+                    None,
                 ))
                 .or_default()
                 .add(seen(&judged[pti].id, p, Some(&judged[rti].id)), &trend, max);
@@ -519,7 +682,7 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
 
     let mut findings: Vec<Finding> = agg
         .into_iter()
-        .map(|((kind, from, to, op, new_root), a)| {
+        .map(|((kind, from, to, op, new_root, via), a)| {
             let f = from.as_deref().unwrap_or("?");
             let t = to.as_deref().unwrap_or("?");
             let o = op.as_deref().unwrap_or("?");
@@ -531,9 +694,12 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
                 FindingKind::MultipleRoots => format!(
                     "trace split: {t} on {o} starts a second root in an existing trace, {n}"
                 ),
-                FindingKind::ContextLostBetweenServices => {
-                    format!("context lost from {f} to {t} on {o}: {n}")
-                }
+                FindingKind::ContextLostBetweenServices => match &via {
+                    Some(v) => format!(
+                        "context lost from {f} to {t} on {o} at the uninstrumented hop {v} in between: {n}"
+                    ),
+                    None => format!("context lost from {f} to {t} on {o}: {n}"),
+                },
                 FindingKind::ContextLostInService => format!(
                     "context lost inside {f} on {o}: new trace '{}' started while it ran, {n}",
                     new_root.as_deref().unwrap_or("?")
@@ -548,6 +714,7 @@ pub fn analyze_window(traces: &[Vec<FlatSpan>], opts: &WindowOptions) -> WindowR
                 to_service: to,
                 operation: op,
                 new_root_operation: new_root,
+                via,
                 count: a.count,
                 example_trace_ids: a.examples,
                 example_span_ids: a.example_spans,

@@ -898,3 +898,90 @@ mod http {
         );
     }
 }
+
+/// A client calls a legacy app (not instrumented) at `legacy:8081`, which calls `orders`
+/// without forwarding the context: `orders` starts a new trace inside the client's call.
+/// `n` such calls, `gap_ms` apart, each call lasting 40 ms.
+fn calls_through_a_legacy_hop(n: u8, gap_ms: i64, overlap: bool) -> Vec<Vec<FlatSpan>> {
+    let (web, web2, orders) = (res("web", "h1"), res("web", "h4"), res("orders", "h3"));
+    let to_legacy = || {
+        vec![
+            kv_str("http.request.method", "GET"),
+            kv_str("url.full", "http://legacy:8081/orders/7"),
+        ]
+    };
+    let own = || {
+        vec![
+            kv_str("server.address", "orders"),
+            kv_int("server.port", 9000),
+        ]
+    };
+    let mut traces = Vec::new();
+    for i in 0..n {
+        let t0 = i as i64 * gap_ms;
+        let (a, b) = (2 * i + 1, 2 * i + 2);
+        traces.push(vec![s(a, 1, None, CLIENT, "GET", t0, t0 + 40)
+            .attrs(to_legacy())
+            .on(&web)]);
+        traces.push(vec![s(b, 2, None, SERVER, "GET /orders/{id}", t0 + 10, t0 + 30)
+            .attrs(own())
+            .on(&orders)]);
+        if overlap {
+            // A second client call at the same time (another instance of web): the new root
+            // lies inside two calls, so which one lost the context is unknown.
+            traces.push(vec![s(200 + i, 3, None, CLIENT, "GET", t0 + 1, t0 + 39)
+                .attrs(to_legacy())
+                .on(&web2)]);
+        }
+    }
+    traces
+}
+
+#[test]
+fn context_lost_at_an_uninstrumented_hop_is_named() {
+    let r = analyze_window(&calls_through_a_legacy_hop(3, 1000, false), &wopts());
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    let f = &r.findings[0];
+    assert_eq!(f.kind, FindingKind::ContextLostBetweenServices);
+    assert_eq!(f.from_service.as_deref(), Some("web"));
+    assert_eq!(f.to_service.as_deref(), Some("orders"));
+    assert_eq!(f.via.as_deref(), Some("legacy:8081"));
+    assert_eq!(f.count, 3);
+    assert_eq!(f.example_new_trace_ids.len(), 3);
+    assert!(f.message.contains("uninstrumented hop legacy:8081"), "{}", f.message);
+}
+
+#[test]
+fn uninstrumented_hop_needs_repeated_unambiguous_evidence() {
+    // Seen once: a coincidence in time is not evidence.
+    let r = analyze_window(&calls_through_a_legacy_hop(1, 1000, false), &wopts());
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+    // Two calls in flight whenever a new root starts: which one lost the context is unknown.
+    let r = analyze_window(&calls_through_a_legacy_hop(3, 1000, true), &wopts());
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+    // The new root outlives the call: it was not made on the call's behalf.
+    let mut traces = calls_through_a_legacy_hop(3, 1000, false);
+    for t in &mut traces {
+        for f in t.iter_mut().filter(|f| f.service_name() == "orders") {
+            f.span.end_time_unix_nano += 100 * MS;
+        }
+    }
+    let r = analyze_window(&traces, &wopts());
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+    // The address the client called is an instrumented server's: not a hop (and that server's
+    // own lost context is the address match's job).
+    let mut traces = calls_through_a_legacy_hop(3, 1000, false);
+    let legacy = res("legacy", "h2");
+    traces.push(vec![s(250, 9, None, SERVER, "GET /health", 5000, 5001)
+        .attrs(vec![
+            kv_str("server.address", "legacy"),
+            kv_int("server.port", 8081),
+        ])
+        .on(&legacy)]);
+    let r = analyze_window(&traces, &wopts());
+    assert!(
+        r.findings.iter().all(|f| f.via.is_none()),
+        "{:#?}",
+        r.findings
+    );
+}

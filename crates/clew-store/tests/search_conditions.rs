@@ -2,6 +2,8 @@
 //! random conditions, answered by the head, by flushed blocks (column and row paths), by a
 //! compacted block, and by a naive evaluator written here from the rules alone.
 
+#[path = "common/search.rs"]
+mod search;
 use clew_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
 use clew_model::otlp::resource::Resource;
 use clew_model::otlp::trace::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
@@ -12,40 +14,9 @@ use clew_store::{
     AttrScope, CompareOp, SearchQuery, SpanCondition, SpanField, Store, StoreConfig, StoreError,
     StoreMetrics, TagValue, TraceReader,
 };
+use search::{kv, s, Rng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.next() % 100 < pct
-    }
-    fn pick<T: Clone>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())].clone()
-    }
-}
-
-fn kv(key: &str, v: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-fn s(x: &str) -> Value {
-    Value::StringValue(x.into())
-}
 
 const STRINGS: &[&str] = &[
     "/a", "/b", "/c/1", "GET", "POST", "x", "y", "xy", "10", "5", "s1", "s2", "eu", "us", "cart",

@@ -3,48 +3,19 @@
 //! column path and the row path alike; and the store's search over blocks cut in parts must equal
 //! reading every block whole.
 
-use clew_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
+#[path = "common/search.rs"]
+mod search;
+use clew_model::otlp::common::any_value::Value;
 use clew_model::otlp::resource::Resource;
 use clew_model::otlp::trace::{ResourceSpans, ScopeSpans, Span};
 use clew_model::{SpanBatch, SpanSink, Tenant, TraceId};
 use clew_store::{
     AttrScope, CompareOp, SearchQuery, SpanCondition, SpanField, Store, StoreConfig, StoreMetrics,
-    TagValue, TraceHit, TraceReader,
+    TagValue, TraceReader,
 };
+use search::{kv, merge, ordered, s, Rng, BASE, SECOND};
 use std::collections::HashMap;
 use std::time::Duration;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Clone>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize].clone()
-    }
-}
-
-fn kv(key: &str, v: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-fn s(x: &str) -> Value {
-    Value::StringValue(x.into())
-}
-
-const BASE: u64 = 1_750_000_000_000_000_000;
-const SECOND: u64 = 1_000_000_000;
 
 fn trace(r: &mut Rng, tenant: &Tenant, n: u64, start: u64) -> SpanBatch {
     let res = vec![
@@ -133,30 +104,6 @@ fn queries(r: &mut Rng) -> Vec<SearchQuery> {
         out.push(q);
     }
     out
-}
-
-fn ordered(hits: HashMap<TraceId, u64>, limit: usize) -> Vec<TraceHit> {
-    let mut out: Vec<TraceHit> = hits
-        .into_iter()
-        .map(|(trace_id, start_unix_nano)| TraceHit {
-            trace_id,
-            start_unix_nano,
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.start_unix_nano
-            .cmp(&a.start_unix_nano)
-            .then(a.trace_id.cmp(&b.trace_id))
-    });
-    out.truncate(limit);
-    out
-}
-
-fn merge(into: &mut HashMap<TraceId, u64>, from: HashMap<TraceId, u64>) {
-    for (id, t) in from {
-        let e = into.entry(id).or_insert(0);
-        *e = (*e).max(t);
-    }
 }
 
 #[tokio::test]

@@ -333,10 +333,12 @@ fn dollar_quote_end(sql: &str, i: usize) -> Option<usize> {
     }
 }
 
-/// The previous implementation (a token list, then a second pass), kept verbatim as the
-/// reference the streaming tokenizer is checked against.
+/// The previous implementation (a token list, then a second pass), kept as the reference the
+/// streaming tokenizer is checked against. The lexeme scanners (quotes, numbers, dollar quotes) are
+/// shared: what the reference checks is the tokenizer and the rewriting around them.
 #[cfg(test)]
 mod reference {
+    use super::{dollar_quote_end, is_ident, skip_number, skip_quoted, UNARY_AFTER};
     use std::borrow::Cow;
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,15 +356,6 @@ mod reference {
         start: usize,
         end: usize,
     }
-
-    fn is_ident(b: u8) -> bool {
-        b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
-    }
-
-    const UNARY_AFTER: &[&str] = &[
-        "select", "where", "and", "or", "not", "in", "values", "set", "then", "else", "when",
-        "between", "like", "is", "return", "limit", "offset", "by", "on", "case", "as", "having",
-    ];
 
     /// Replaces literals with `?`. Borrows when the statement has none.
     pub fn normalize(sql: &str) -> Cow<'_, str> {
@@ -542,81 +535,6 @@ mod reference {
             Kind::Word => UNARY_AFTER.iter().any(|k| s.eq_ignore_ascii_case(k)),
             Kind::Lit => false,
             Kind::Space | Kind::Comment => true,
-        }
-    }
-
-    /// End of a quoted run starting after the opening quote: doubled quotes escape, and (for
-    /// strings) so does a backslash. Unterminated: the end of input.
-    fn skip_quoted(b: &[u8], mut i: usize, q: u8, backslash: bool) -> usize {
-        while i < b.len() {
-            if backslash && b[i] == b'\\' {
-                i += 2;
-                continue;
-            }
-            if b[i] == q {
-                if b.get(i + 1) == Some(&q) {
-                    i += 2;
-                    continue;
-                }
-                return i + 1;
-            }
-            i += 1;
-        }
-        b.len()
-    }
-
-    fn skip_number(b: &[u8], mut i: usize) -> usize {
-        let n = b.len();
-        if b[i..].len() > 2
-            && b[i] == b'0'
-            && matches!(b[i + 1], b'x' | b'X')
-            && b[i + 2].is_ascii_hexdigit()
-        {
-            i += 2;
-            while i < n && b[i].is_ascii_hexdigit() {
-                i += 1;
-            }
-            return i;
-        }
-        while i < n && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i < n && b[i] == b'.' {
-            i += 1;
-            while i < n && b[i].is_ascii_digit() {
-                i += 1;
-            }
-        }
-        if i < n && matches!(b[i], b'e' | b'E') {
-            let mut j = i + 1;
-            if j < n && matches!(b[j], b'+' | b'-') {
-                j += 1;
-            }
-            if j < n && b[j].is_ascii_digit() {
-                i = j;
-                while i < n && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-            }
-        }
-        i
-    }
-
-    /// `$tag$ … $tag$` starting at `i` (the first `$`): the end of the closing delimiter.
-    fn dollar_quote_end(sql: &str, i: usize) -> Option<usize> {
-        let b = sql.as_bytes();
-        let mut j = i + 1;
-        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-            j += 1;
-        }
-        if b.get(j) != Some(&b'$') || (j > i + 1 && b[i + 1].is_ascii_digit()) {
-            return None;
-        }
-        let delim = sql.get(i..=j)?;
-        let body = j + 1;
-        match sql.get(body..)?.find(delim) {
-            Some(p) => Some(body + p + delim.len()),
-            None => Some(b.len()),
         }
     }
 }
