@@ -9,11 +9,13 @@
 //! it measures Clew from the outside, exactly as it measures rotel.
 
 mod load;
+mod overload;
 mod proc_stat;
 mod proxy;
 mod query;
 mod redaction_cost;
 mod servers;
+mod soak;
 mod storage_cost;
 mod workload;
 
@@ -119,6 +121,14 @@ enum Cmd {
     /// `clew proxy` vs a direct connection vs Debian's nginx: added latency p50/p99 at a fixed
     /// rate with small bodies, and throughput per CPU-second (BENCHMARKS.md, issue 19).
     Proxy(proxy::ProxyArgs),
+    /// 10× the sustainable rate against `memory_limiter` for 60 s: per second offered and
+    /// accepted rate, RSS and refused share, then the time until ingest is accepted again
+    /// (BENCHMARKS.md, issue 18).
+    Overload(overload::OverloadArgs),
+    /// Steady load (half the maximum rate) for an hour with compaction and retention on and a
+    /// kill -9 every 5 min; records RSS, open files and disk every 10 s, then reads back every
+    /// acknowledged trace still inside retention (BENCHMARKS.md, issue 18).
+    Soak(soak::SoakArgs),
     /// Drive one running target.
     Load {
         #[arg(long, value_enum, default_value = "grpc")]
@@ -353,6 +363,8 @@ fn fresh_dir(p: &Path) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Proxy(args) => proxy::run(args).await?,
+        Cmd::Overload(args) => overload::run(args).await?,
+        Cmd::Soak(args) => soak::run(args).await?,
         Cmd::Load {
             protocol,
             endpoint,

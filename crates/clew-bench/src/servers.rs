@@ -169,6 +169,26 @@ pub fn start_rotel(bin: &Path, log: &Path) -> anyhow::Result<Server> {
     })
 }
 
+/// The process's resident memory (VmRSS from /proc), 0 once it is gone.
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            l["VmRSS:".len()..]
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The process's open file descriptors (entries of /proc/PID/fd), 0 once it is gone.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
 /// Total size of the regular files under `dir`.
 pub fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;

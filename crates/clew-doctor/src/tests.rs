@@ -923,9 +923,17 @@ fn calls_through_a_legacy_hop(n: u8, gap_ms: i64, overlap: bool) -> Vec<Vec<Flat
         traces.push(vec![s(a, 1, None, CLIENT, "GET", t0, t0 + 40)
             .attrs(to_legacy())
             .on(&web)]);
-        traces.push(vec![s(b, 2, None, SERVER, "GET /orders/{id}", t0 + 10, t0 + 30)
-            .attrs(own())
-            .on(&orders)]);
+        traces.push(vec![s(
+            b,
+            2,
+            None,
+            SERVER,
+            "GET /orders/{id}",
+            t0 + 10,
+            t0 + 30,
+        )
+        .attrs(own())
+        .on(&orders)]);
         if overlap {
             // A second client call at the same time (another instance of web): the new root
             // lies inside two calls, so which one lost the context is unknown.
@@ -948,7 +956,11 @@ fn context_lost_at_an_uninstrumented_hop_is_named() {
     assert_eq!(f.via.as_deref(), Some("legacy:8081"));
     assert_eq!(f.count, 3);
     assert_eq!(f.example_new_trace_ids.len(), 3);
-    assert!(f.message.contains("uninstrumented hop legacy:8081"), "{}", f.message);
+    assert!(
+        f.message.contains("uninstrumented hop legacy:8081"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]

@@ -26,6 +26,8 @@
 //!   (`[len][crc32][version | tenant | …]`: plaintext, sealed and key-declaration records,
 //!   [`sealed_record::Layout`], [`sealed_record::frame`]). Errors are
 //!   [`sealed_record::RecordError`].
+//! * [`dir_lock`]: the exclusive `flock` (with the holder's PID) on a data directory that both
+//!   logs take, so a second process on the same directory fails at start-up.
 //! * [`KeyManager`]: what the store holds — `new_file_key(tenant)` (one provider call per block),
 //!   `open(&Envelope)` (bounded, TTL'd cache of unwrapped keys), `wal_key(tenant)` /
 //!   `roll_wal_keys()` (one WAL key per tenant per segment), `rewrap`, `check`, `register`
@@ -52,6 +54,7 @@
 //! ```
 
 pub mod config;
+pub mod dir_lock;
 mod envelope;
 mod error;
 pub mod kms;

@@ -42,6 +42,7 @@
 //! key is gone (crypto-shredded tenant) are skipped and counted. Sealed records or declarations
 //! found without keys configured fail [`Queue::open`] with [`QueueError::EncryptionRequired`].
 
+use clew_encryption::dir_lock::{DirLock, DirLockError};
 use clew_encryption::sealed::record::RecordKey;
 use clew_encryption::sealed_record::{self as codec, EnvelopeJson, Layout};
 use clew_encryption::{Envelope, KeyError, KeyManager};
@@ -96,8 +97,12 @@ pub enum QueueError {
         version: u8,
     },
     /// Another process (or another open in this one) holds the queue directory.
-    #[error("sending queue {path} is locked by another process (another Clew using the same data dir or sending_queue.storage.directory?); stop it, or give this one its own directory")]
-    Locked { path: String },
+    #[error("sending queue {path} is locked by another process{holder} (another Clew using the same data dir or sending_queue.storage.directory?); stop it, or give this one its own directory")]
+    Locked {
+        path: String,
+        /// ` (PID n)` when the holder's PID is readable from the lock file, else empty.
+        holder: String,
+    },
     /// Sealed records on disk but no `storage.encryption` configured.
     #[error("sending queue {path} holds encrypted records ({records} sealed records and key declarations) but `{CONFIG_KEY}` is not configured; configure it with the key provider that wrote them (see docs/encryption-at-rest.md), or move the queue directory aside")]
     EncryptionRequired { path: String, records: usize },
@@ -382,7 +387,7 @@ struct Shared {
     committed: watch::Sender<u64>,
     keys: Option<QueueKeys>,
     /// Holds the directory's advisory lock until [`Queue::close`] (or the queue is dropped).
-    dir_lock: Mutex<Option<File>>,
+    dir_lock: Mutex<Option<DirLock>>,
 }
 
 type AppendAck = oneshot::Sender<Result<(), String>>;
@@ -470,24 +475,19 @@ fn read_cursor(data: &[u8]) -> Option<(u64, Pos)> {
 }
 
 /// Creates `dir` and takes its exclusive advisory lock (released when the file is closed, also
-/// when the process dies).
-fn lock_dir(dir: &Path) -> Result<File, QueueError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(QueueError::Locked {
+/// when the process dies) — the same lock as the store's data dir
+/// ([`clew_encryption::dir_lock`]).
+fn lock_dir(dir: &Path) -> Result<DirLock, QueueError> {
+    DirLock::acquire(dir, LOCK_FILE).map_err(|e| match e {
+        DirLockError::Locked { dir, pid } => QueueError::Locked {
             path: dir.display().to_string(),
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
-    }
+            holder: pid.map(|p| format!(" (PID {p})")).unwrap_or_default(),
+        },
+        DirLockError::Io { path, source } => QueueError::Io {
+            path: path.display().to_string(),
+            source,
+        },
+    })
 }
 
 /// Key declarations found on disk: key id → (tenant, envelope, newest segment declaring it).
@@ -582,7 +582,7 @@ impl Queue {
 
     fn open_locked(
         opts: QueueOptions,
-        lock_file: File,
+        lock_file: DirLock,
         keys: Option<QueueKeys>,
     ) -> Result<(Arc<Queue>, OpenReport), QueueError> {
         let dir = opts.dir.clone();

@@ -4,7 +4,8 @@
 //! `redaction` (PII: key allow/blocklists, value patterns, mask / hash / drop / truncate, SQL
 //! literals), `attributes` (insert, update, upsert, delete, hash, extract, from request metadata),
 //! `baggage_policy` (attributes that came from baggage pass the same allowlist and pseudonymization
-//! as `clew-propagation` applies at trust boundaries), and the `routing` connector (spans to
+//! as `clew-propagation` applies at trust boundaries), `memory_limiter` (refuses data retryably above
+//! a soft memory limit, as the Collector's does), and the `routing` connector (spans to
 //! pipelines by tenant, resource, span or baggage attributes).
 //!
 //! May depend on: `clew-model`, `clew-pipeline`, `clew-propagation` (its baggage policy). Must not
@@ -13,10 +14,12 @@
 pub mod attributes;
 pub mod baggage_policy;
 pub mod condition;
+pub mod memory_limiter;
 pub mod redaction;
 pub mod routing;
 
 pub use attributes::{Attributes, AttributesConfig};
 pub use baggage_policy::{BaggagePolicyConfig, BaggagePolicyMetrics, BaggagePolicyProcessor};
 pub use condition::{Condition, ConditionConfig, ConfigError};
+pub use memory_limiter::{MemoryLimiter, MemoryLimiterConfig, MemoryLimiterMetrics, PressureHook};
 pub use routing::{Granularity, RoutingConfig, RoutingConnector, RoutingMetrics};

@@ -161,9 +161,11 @@ async fn operations(
     Ok(ok(data, n))
 }
 
-/// Builds the store query from `/api/traces` parameters. `now` is the current time in Unix
-/// nanoseconds, used when `end` is absent and `lookback` is given.
-pub(crate) fn parse_search(q: &QueryParams, now: u64) -> Result<SearchQuery, ApiError> {
+/// Builds the store query from `/api/traces` parameters (`service`, `operation`, `tag`, `tags`,
+/// `minDuration`, `maxDuration`, `start`, `end`, `lookback`, `limit`). `now` is the current time in
+/// Unix nanoseconds, used when `end` is absent and `lookback` is given. A bad parameter is
+/// [`ApiError::BadRequest`] naming it.
+pub fn parse_search(q: &QueryParams, now: u64) -> Result<SearchQuery, ApiError> {
     let mut query = SearchQuery {
         service: q.get("service").map(str::to_string),
         operation: q.get("operation").map(str::to_string),
@@ -333,9 +335,9 @@ struct DependencyJson {
     call_count: u64,
 }
 
-/// `lookback` for dependencies is an integer of milliseconds in Jaeger; a Go duration is accepted
-/// too since that is what people type.
-fn parse_lookback_millis_or_duration(text: &str) -> Result<u64, ParamError> {
+/// `lookback` of `/api/dependencies`, in nanoseconds: an integer of milliseconds in Jaeger; a Go
+/// duration is accepted too since that is what people type.
+pub fn parse_lookback_millis_or_duration(text: &str) -> Result<u64, ParamError> {
     match params::parse_u64(text) {
         Ok(ms) => ms
             .checked_mul(1_000_000)

@@ -20,6 +20,9 @@ pub mod text;
 pub mod ui_json;
 
 pub use common::{ApiError, MAX_TRACES_PER_SEARCH};
+// Public for the parameter fuzz target (crates/clew/fuzz): what `/api/traces` and
+// `/api/dependencies` do with their query strings, without a server.
+pub use jaeger_api::{parse_lookback_millis_or_duration, parse_search as parse_jaeger_search};
 pub use tenant::DEFAULT_TENANT_HEADER;
 pub use text::{format_duration_nanos, render_trace_tree};
 

@@ -4,13 +4,16 @@
 //! per the OpenTelemetry tracestate spec, tail-based sampling with policies and bounded state, and
 //! the Jaeger-compatible remote/adaptive sampling strategies served to SDKs.
 //!
-//! May depend on: `clew-model`, `clew-pipeline`. Must not depend on receivers or the store.
+//! May depend on: `clew-model`, `clew-pipeline`, `clew-encryption` (the tail sampler's log is
+//! sealed like the WAL). Must not depend on receivers or the store.
 
 pub mod cache;
 pub mod consistent;
+pub mod durable;
 pub mod dynamic;
 pub mod policy;
 pub mod remote;
+pub mod sampler_log;
 pub mod tail;
 
 pub use consistent::{ProbabilisticSampler, ProbabilisticSamplerConfig};

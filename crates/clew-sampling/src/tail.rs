@@ -13,12 +13,20 @@
 //! * **Late spans.** A decided trace's id stays in the kept cache (exact) or the dropped filter
 //!   (Bloom); late spans follow the original decision. Late spans of kept traces are forwarded with
 //!   the client's request (so that ack still means durable for them).
+//! * **Durability.** With a [`SamplerLog`] attached ([`TailCore::attach_log`]), the groups a batch
+//!   adds to the buffer are appended to the log under the shard lock and the caller acknowledges
+//!   only once they are fsynced ([`TailSampler::consume_logged`]; the binary wires it through
+//!   [`crate::durable`]); decisions are logged when final, and [`TailCore::restore`] rebuilds the
+//!   buffer from a replayed log after a crash. [`Processor::process`] (synchronous) does not wait
+//!   for the log: it is the in-memory mode for library use and benchmarks.
 //! * **Handoff.** [`TailCore::export_partition`]/[`TailCore::import_partition`] move one
 //!   partition's buffered traces and decision caches to another instance (scale-out, see
 //!   ARCHITECTURE.md "Sampling and scale-out").
 
 use crate::cache::{KeptCache, RotatingBloom, TraceKey};
 use crate::policy::{self, Policy, PolicyConfig, TraceView};
+use crate::sampler_log::{unix_ms, Decision, Replayed, SamplerLog, SpansPayload, Ticket};
+use clew_encryption::WalKey;
 use clew_model::otlp::collector::ExportTraceServiceRequest;
 use clew_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
 use clew_model::otlp::trace::ResourceSpans;
@@ -307,6 +315,8 @@ pub struct TailCore {
     shard_traces: usize,
     dropped_per_partition: usize,
     pub metrics: TailMetrics,
+    /// The durable log of buffered spans and decisions (see [`crate::sampler_log`]), if attached.
+    log: Option<Arc<SamplerLog>>,
 }
 
 /// What ingesting a batch produced.
@@ -316,6 +326,8 @@ pub struct Ingested {
     pub forward_now: Vec<ResourceSpans>,
     /// Traces decided (and kept) during ingest (limits): hand downstream asynchronously.
     pub released: Vec<SpanBatch>,
+    /// With a log attached: the buffered spans' records; acknowledge once every ticket is `Ok`.
+    pub durable: Vec<Ticket>,
 }
 
 /// One partition's state, for handing it to another instance.
@@ -359,8 +371,8 @@ pub fn partition_of(key: &TraceKey) -> u16 {
 /// where `rs_part` is a `ResourceSpans` without scope spans and `ss_part` a `ScopeSpans` without
 /// spans. Buffered traces refer to interned headers by id, so a resource shared by many traces
 /// is stored once per shard, as in the original request.
-struct LocalHeader {
-    key: Vec<u8>,
+pub(crate) struct LocalHeader {
+    pub(crate) key: Vec<u8>,
 }
 
 impl LocalHeader {
@@ -447,7 +459,7 @@ fn decode_buffered(headers: &Headers, buf: &[u8]) -> Result<Vec<ResourceSpans>, 
 
 /// Rebuilds OTLP resource spans from (header key, chunk) pairs; consecutive chunks with the same
 /// resource share one `ResourceSpans`.
-fn materialize<'a>(
+pub(crate) fn materialize<'a>(
     parts: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<Vec<ResourceSpans>, String> {
     use clew_model::otlp::trace::ScopeSpans;
@@ -473,10 +485,10 @@ fn materialize<'a>(
     Ok(out)
 }
 
-struct Group {
-    trace_id: [u8; 16],
+pub(crate) struct Group {
+    pub(crate) trace_id: [u8; 16],
     /// (index into the batch's headers, spans encoded as `ScopeSpans` field 2).
-    chunks: Vec<(usize, Vec<u8>)>,
+    pub(crate) chunks: Vec<(usize, Vec<u8>)>,
     spans: u32,
     start_ns: u64,
     end_ns: u64,
@@ -486,7 +498,7 @@ struct Group {
 }
 
 /// Splits a batch into per-trace groups of encoded spans, with the batch's headers.
-fn split_by_trace(batch: &SpanBatch) -> (Vec<LocalHeader>, Vec<Group>) {
+pub(crate) fn split_by_trace(batch: &SpanBatch) -> (Vec<LocalHeader>, Vec<Group>) {
     let mut headers = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<[u8; 16], usize> = HashMap::new();
@@ -645,7 +657,18 @@ impl TailCore {
             policies,
             shards,
             metrics,
+            log: None,
         })
+    }
+
+    /// Attaches a sampler log: [`TailCore::ingest_logged`] then appends every group it buffers
+    /// and decisions are logged, so buffered spans survive a crash.
+    pub fn attach_log(&mut self, log: Arc<SamplerLog>) {
+        self.log = Some(log);
+    }
+
+    pub fn log(&self) -> Option<&Arc<SamplerLog>> {
+        self.log.as_ref()
     }
 
     pub fn name(&self) -> &str {
@@ -662,6 +685,20 @@ impl TailCore {
 
     /// Buffers a batch (or routes late spans by the cached decision).
     pub fn ingest(&self, batch: &SpanBatch, now_ms: u64) -> Ingested {
+        self.ingest_logged(batch, now_ms, None)
+    }
+
+    /// As [`TailCore::ingest`]; with a log attached, the groups buffered are also appended to it
+    /// under the shard lock (sealed with `key` when encryption at rest is on), one record per
+    /// shard, whose tickets are returned in [`Ingested::durable`].
+    pub fn ingest_logged(
+        &self,
+        batch: &SpanBatch,
+        now_ms: u64,
+        data_key: Option<Arc<WalKey>>,
+    ) -> Ingested {
+        let unix = if self.log.is_some() { unix_ms() } else { 0 };
+        let root_delay = self.cfg.root_send_delay.as_millis() as u64;
         let tenant = Arc::new(batch.tenant.clone());
         let (headers, groups) = split_by_trace(batch);
         let mut by_shard: Vec<Vec<(TraceKey, Group)>> =
@@ -676,6 +713,7 @@ impl TailCore {
                 continue;
             }
             let mut decided = Vec::new();
+            let mut logged = self.log.as_ref().map(|_| SpansPayload::new());
             let mut sh = self.shards[si].lock();
             for (key, g) in groups {
                 if let Some(policy) = sh.kept.get(&key).cloned() {
@@ -691,10 +729,31 @@ impl TailCore {
                     self.late(&mut out, &headers, &g, None);
                     continue;
                 }
+                if let Some(p) = &mut logged {
+                    let due = if g.root && root_delay > 0 {
+                        unix + root_delay
+                    } else {
+                        0
+                    };
+                    p.add(key, &g, 0, due);
+                }
                 if let Some(r) =
                     self.buffer_locked(&mut sh, key, &tenant, &headers, g, now_ms, None)
                 {
                     decided.push((key, r));
+                }
+            }
+            // Queued before any decision below, under the same lock: a trace's spans precede
+            // its decision in the log.
+            if let (Some(log), Some(p)) = (&self.log, logged) {
+                if !p.is_empty() {
+                    let (payload, keys) = p.finish(unix, &headers);
+                    out.durable.push(log.append_spans(
+                        tenant.as_str(),
+                        keys,
+                        payload,
+                        data_key.clone(),
+                    ));
                 }
             }
             for (key, reason) in decided {
@@ -918,6 +977,9 @@ impl TailCore {
                 out.push(SpanBatch::new((*b.tenant).clone(), rs));
             }
             None => {
+                if let Some(log) = &self.log {
+                    log.append_decided(b.tenant.as_str(), &Decision::Dropped, &[key.trace_id()]);
+                }
                 let cap = self.dropped_per_partition;
                 sh.dropped
                     .entry(partition_of(&key))
@@ -1055,6 +1117,11 @@ impl TailCore {
         }
         let kept = sh.kept.extract(|k| partition_of(k) == partition);
         let dropped = sh.dropped.remove(&partition);
+        if let Some(log) = &self.log {
+            for t in &buffered {
+                log.append_decided(&t.tenant, &Decision::HandedOff, &[t.key.trace_id()]);
+            }
+        }
         drop(sh);
         self.update_gauges();
         PartitionState {
@@ -1124,6 +1191,76 @@ impl TailCore {
     }
 }
 
+impl TailCore {
+    /// Rebuilds the buffer and decision caches from a replayed log ([`SamplerLog::open`]): each
+    /// trace keeps its age (so it is decided when it would have been: at once if overdue) and its
+    /// root-span due time; decided traces are not rebuilt, and late spans follow their logged
+    /// decisions. `now_ms` is the sampler's clock, `now_unix_ms` the wall clock. Returns kept
+    /// traces released by the bounds, for the caller to forward.
+    pub fn restore(
+        &self,
+        replayed: Replayed,
+        now_ms: u64,
+        now_unix_ms: u64,
+    ) -> Result<Vec<SpanBatch>, String> {
+        let mut states: HashMap<u16, PartitionState> = HashMap::new();
+        for (tenant, id, d) in replayed.decisions {
+            let key = TraceKey::new(&id, &tenant);
+            let p = partition_of(&key);
+            let st = states.entry(p).or_insert_with(|| PartitionState {
+                partition: p,
+                buffered: Vec::new(),
+                kept: Vec::new(),
+                dropped: None,
+            });
+            match d {
+                Decision::Kept(policy) => st.kept.push((key, policy.to_string())),
+                Decision::Dropped => st
+                    .dropped
+                    .get_or_insert_with(|| RotatingBloom::new(self.dropped_per_partition))
+                    .insert(key.hash64()),
+                Decision::HandedOff => {}
+            }
+        }
+        for t in replayed.traces {
+            let key = TraceKey::new(&t.trace_id, &t.tenant);
+            let p = partition_of(&key);
+            let st = states.entry(p).or_insert_with(|| PartitionState {
+                partition: p,
+                buffered: Vec::new(),
+                kept: Vec::new(),
+                dropped: None,
+            });
+            let spans = t
+                .resource_spans
+                .iter()
+                .flat_map(|r| r.scope_spans.iter())
+                .map(|s| s.spans.len() as u32)
+                .sum();
+            st.buffered.push(BufferedTrace {
+                tenant: t.tenant,
+                key,
+                age_ms: now_unix_ms.saturating_sub(t.first_unix_ms),
+                root_due_in_ms: t.root_due_unix_ms.map(|d| d.saturating_sub(now_unix_ms)),
+                spans,
+                start_ns: 0,
+                end_ns: 0,
+                encoded: ExportTraceServiceRequest {
+                    resource_spans: t.resource_spans,
+                }
+                .encode_to_vec(),
+            });
+        }
+        let mut released = Vec::new();
+        let mut parts: Vec<PartitionState> = states.into_values().collect();
+        parts.sort_by_key(|s| s.partition);
+        for st in parts {
+            released.extend(self.import_partition(st, now_ms)?);
+        }
+        Ok(released)
+    }
+}
+
 /// The `tail_sampling` pipeline processor: a [`TailCore`] driven by one timer task per shard,
 /// forwarding kept traces into the rest of the pipeline.
 pub struct TailSampler {
@@ -1146,7 +1283,11 @@ impl TailSampler {
         let notify: Arc<Vec<tokio::sync::Notify>> =
             Arc::new((0..n).map(|_| tokio::sync::Notify::new()).collect());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let epoch = Instant::now();
+        // The sampler's clock starts well above 0, so traces restored from the log with an age up
+        // to the longest wait keep it (`now - age` does not saturate at 0).
+        let back = core.cfg.decision_wait + core.cfg.root_send_delay + Duration::from_secs(1);
+        let now = Instant::now();
+        let epoch = now.checked_sub(back).unwrap_or(now);
         // Timer resolution: a small fraction of the shortest wait, between 20 and 250 ms.
         let mut tick = core.cfg.decision_wait / 20;
         if !core.cfg.root_send_delay.is_zero() {
@@ -1192,6 +1333,97 @@ impl TailSampler {
     pub fn core(&self) -> &Arc<TailCore> {
         &self.core
     }
+
+    /// The sampler's clock (milliseconds).
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Rebuilds the buffer from a replayed log (see [`TailCore::restore`]); traces already overdue
+    /// are decided by the shard tasks' next tick.
+    pub fn restore(&self, replayed: Replayed) -> Result<usize, String> {
+        let n = replayed.traces.len();
+        let released = self.core.restore(replayed, self.now_ms(), unix_ms())?;
+        self.queue_released(released);
+        for w in self.notify.iter() {
+            w.notify_one();
+        }
+        Ok(n)
+    }
+
+    fn queue_released(&self, released: Vec<SpanBatch>) {
+        let n = self.outboxes.len();
+        for (i, b) in released.into_iter().enumerate() {
+            self.outboxes[i % n].lock().push(b);
+            self.notify[i % n].notify_one();
+        }
+    }
+
+    /// The durable path (a log attached): buffers the batch, waits until the buffered spans are
+    /// fsynced in the sampler log, and returns the late spans of kept traces for the caller to
+    /// hand on before acknowledging. `data_key` is the tenant's WAL data key when encryption at
+    /// rest is on (without it nothing is written and the batch is refused, retryably).
+    pub async fn consume_logged(
+        &self,
+        batch: SpanBatch,
+        data_key: Option<Arc<WalKey>>,
+    ) -> Result<Option<SpanBatch>, SinkError> {
+        if *self.stop.borrow() {
+            return Err(SinkError::ShuttingDown);
+        }
+        let ing = self.core.ingest_logged(&batch, self.now_ms(), data_key);
+        self.queue_released(ing.released);
+        for t in ing.durable {
+            let r = t
+                .await
+                .unwrap_or_else(|_| Err(Arc::new(crate::sampler_log::LogError::Closed)));
+            if let Err(e) = r {
+                return Err(if e.is_retryable() {
+                    SinkError::Overloaded {
+                        retry_after: Duration::from_secs(1),
+                        reason: e.to_string(),
+                    }
+                } else {
+                    SinkError::Internal(e.to_string())
+                });
+            }
+        }
+        Ok((!ing.forward_now.is_empty()).then(|| SpanBatch::new(batch.tenant, ing.forward_now)))
+    }
+}
+
+/// The trace ids of a forwarded kept batch, by the policy that kept them (the `sampling.policy`
+/// attribute every kept span carries).
+fn kept_ids(batch: &SpanBatch) -> Vec<(String, Vec<[u8; 16]>)> {
+    let mut out: Vec<(String, Vec<[u8; 16]>)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for rs in &batch.resource_spans {
+        for ss in &rs.scope_spans {
+            for s in &ss.spans {
+                let Ok(id) = <[u8; 16]>::try_from(s.trace_id.as_slice()) else {
+                    continue;
+                };
+                if !seen.insert(id) {
+                    continue;
+                }
+                let policy = s
+                    .attributes
+                    .iter()
+                    .find(|kv| kv.key == POLICY_ATTRIBUTE)
+                    .and_then(|kv| kv.value.as_ref())
+                    .and_then(|v| match &v.value {
+                        Some(Value::StringValue(p)) => Some(p.as_str()),
+                        _ => None,
+                    })
+                    .unwrap_or("");
+                match out.iter_mut().find(|(p, _)| p == policy) {
+                    Some((_, ids)) => ids.push(id),
+                    None => out.push((policy.to_string(), vec![id])),
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Hands a kept batch downstream, retrying while the store pushes back; failures are logged and
@@ -1200,7 +1432,20 @@ async fn forward(core: &TailCore, down: &dyn SpanSink, batch: SpanBatch) {
     let mut attempt = 0u32;
     loop {
         match down.consume(batch.clone()).await {
-            Ok(()) => return,
+            Ok(()) => {
+                // Accepted downstream (the store returns after its fsync): only now is the
+                // decision final in the log, which lets the segments holding the trace go.
+                if let Some(log) = core.log() {
+                    for (policy, ids) in kept_ids(&batch) {
+                        log.append_decided(
+                            batch.tenant.as_str(),
+                            &Decision::Kept(Arc::from(policy.as_str())),
+                            &ids,
+                        );
+                    }
+                }
+                return;
+            }
             Err(e) => {
                 core.metrics.forward_failures.inc();
                 attempt += 1;
@@ -1232,14 +1477,8 @@ impl Processor for TailSampler {
         }
         let now = self.epoch.elapsed().as_millis() as u64;
         let ing = self.core.ingest(&batch, now);
-        if !ing.released.is_empty() {
-            // Released by limits: the owning shard tasks forward them.
-            let n = self.outboxes.len();
-            for (i, b) in ing.released.into_iter().enumerate() {
-                self.outboxes[i % n].lock().push(b);
-                self.notify[i % n].notify_one();
-            }
-        }
+        // Released by limits: the owning shard tasks forward them.
+        self.queue_released(ing.released);
         if ing.forward_now.is_empty() {
             Ok(ProcessOutcome::Consumed)
         } else {
@@ -1270,6 +1509,14 @@ impl Processor for TailSampler {
         );
         for b in coalesce(batches) {
             forward(&self.core, &*self.downstream, b).await;
+        }
+        if let Some(log) = self.core.log() {
+            // Every decision is queued by now; after this the log holds only what a later start
+            // must still see (nothing, unless a forward gave up).
+            if let Err(e) = log.close().await {
+                tracing::error!(processor = self.core.name(), error = %e, "sampler log did not flush on shutdown");
+                return Err(SinkError::Internal(e.to_string()));
+            }
         }
         Ok(())
     }

@@ -88,6 +88,75 @@ pub struct BlockMeta {
     /// equality searches. `None`: a block written before it existed (never skipped by it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attr_filter: Option<crate::attr_filter::AttrFilterMeta>,
+    /// Checksums of `data.parquet` and `bloom.bin` as stored (`fsck.rs`, start-up checks).
+    /// `None`: a block written before they existed (checked by structure only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums: Option<FileChecksums>,
+}
+
+/// CRC-32 (IEEE, as the WAL's records) of a block's files exactly as stored: the sealed bytes of
+/// a sealed block, so a check needs no key and a tiered copy has the same sums.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileChecksums {
+    pub data_crc32: u32,
+    pub bloom_crc32: u32,
+    /// CRC-32 of `meta.json`'s own bytes (plaintext) with these 8 hex digits as `00000000`: a
+    /// flipped byte in a service name or a count parses and would go unnoticed otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_crc32: Option<String>,
+}
+
+/// The JSON text `meta_crc32` is found by (its value follows): unescaped quotes can only be
+/// structure, never inside a string value, so attribute data cannot fake it.
+const META_CRC_KEY: &[u8] = b"\"meta_crc32\": \"";
+
+/// Serializes a block's meta with its own checksum filled in (see [`FileChecksums::meta_crc32`]).
+fn meta_json_with_crc(meta: &mut BlockMeta) -> Result<Vec<u8>, StoreError> {
+    if let Some(sums) = &mut meta.checksums {
+        sums.meta_crc32 = Some("00000000".into());
+    }
+    let mut json = serde_json::to_vec_pretty(&*meta).map_err(|e| StoreError::Corrupt {
+        what: "block meta".into(),
+        detail: e.to_string(),
+    })?;
+    if let Some(at) = find_meta_crc(&json) {
+        let crc = format!("{:08x}", crc32fast::hash(&json));
+        json[at..at + 8].copy_from_slice(crc.as_bytes());
+        if let Some(sums) = &mut meta.checksums {
+            sums.meta_crc32 = Some(crc);
+        }
+    }
+    Ok(json)
+}
+
+/// Where the 8 hex digits of `meta_crc32` start in a meta's JSON.
+fn find_meta_crc(json: &[u8]) -> Option<usize> {
+    let at = json
+        .windows(META_CRC_KEY.len())
+        .rposition(|w| w == META_CRC_KEY)?
+        + META_CRC_KEY.len();
+    (json.get(at + 8) == Some(&b'"')).then_some(at)
+}
+
+/// Checks `meta.json`'s own checksum, if it has one.
+fn verify_meta_crc(meta: &BlockMeta, json: &[u8], what: &str) -> Result<(), StoreError> {
+    let Some(want) = meta.checksums.as_ref().and_then(|c| c.meta_crc32.as_ref()) else {
+        return Ok(());
+    };
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: what.to_string(),
+        detail,
+    };
+    let at = find_meta_crc(json).ok_or_else(|| corrupt("meta_crc32 not found".into()))?;
+    let mut zeroed = json.to_vec();
+    zeroed[at..at + 8].copy_from_slice(b"00000000");
+    let got = format!("{:08x}", crc32fast::hash(&zeroed));
+    if &got != want {
+        return Err(corrupt(format!(
+            "checksum {got} differs from its meta_crc32 {want}"
+        )));
+    }
+    Ok(())
 }
 
 impl BlockMeta {
@@ -124,6 +193,84 @@ fn now_nanos() -> u64 {
 
 fn trace_id_of(s: &FlatSpan) -> [u8; 16] {
     s.span.trace_id.as_slice().try_into().unwrap_or([0; 16])
+}
+
+/// Consistency checks of a block's metadata that cost nothing (no data read): the directory and
+/// the meta agree, the row groups add up, the bloom filter is sized for the traces it holds.
+fn check_meta(meta: &BlockMeta, dir: &Path, bloom: &Bloom) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: format!("{dir}/{META_FILE}"),
+        detail,
+    };
+    if meta.dir() != *dir {
+        return Err(corrupt(format!(
+            "names block {} (tenant {:?}, day {}) but lives in {dir}",
+            meta.block_id, meta.tenant, meta.day
+        )));
+    }
+    let rows: u64 = meta.row_groups.iter().map(|rg| rg.rows).sum();
+    if rows != meta.span_count {
+        return Err(corrupt(format!(
+            "row groups hold {rows} rows, span_count says {}",
+            meta.span_count
+        )));
+    }
+    if meta.trace_count > meta.span_count || meta.min_start_unix_nano > meta.max_start_unix_nano {
+        return Err(corrupt(format!(
+            "inconsistent counts or time range ({} traces, {} spans, start {}..{})",
+            meta.trace_count, meta.span_count, meta.min_start_unix_nano, meta.max_start_unix_nano
+        )));
+    }
+    if meta.span_count > 0 && day_of(meta.min_start_unix_nano) != meta.day {
+        return Err(corrupt(format!(
+            "first start {} is not on day {}",
+            meta.min_start_unix_nano, meta.day
+        )));
+    }
+    // The writer sizes the filter for at least every span it may get: a smaller one than the
+    // trace count needs means the filter or the count changed.
+    let needed = Bloom::bits_for(meta.trace_count);
+    if bloom.bits() < needed {
+        return Err(StoreError::Corrupt {
+            what: format!("{dir}/{BLOOM_FILE}"),
+            detail: format!(
+                "filter of {} bits is too small for {} traces (needs {needed})",
+                bloom.bits(),
+                meta.trace_count
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether an error reading a block shows the block is damaged (as opposed to the storage being
+/// unreachable): a decoding error is damage, and is returned as [`StoreError::Corrupt`] naming
+/// `path`; an I/O or object-store error is returned unchanged.
+pub fn as_damage(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        // Readers wrap object-store errors (and, for sealed blocks, authentication failures) as
+        // `External`: only the former are I/O.
+        StoreError::Parquet(parquet::errors::ParquetError::External(inner))
+            if inner.downcast_ref::<object_store::Error>().is_some()
+                || inner.downcast_ref::<std::io::Error>().is_some() =>
+        {
+            StoreError::Parquet(parquet::errors::ParquetError::External(inner))
+        }
+        StoreError::Parquet(p) => StoreError::Corrupt {
+            what: path.to_string(),
+            detail: format!("parquet: {p}"),
+        },
+        StoreError::Arrow(a) => StoreError::Corrupt {
+            what: path.to_string(),
+            detail: format!("arrow: {a}"),
+        },
+        other => other,
+    }
+}
+
+/// Whether an error is damage of stored data ([`as_damage`] first for Parquet errors).
+pub fn is_damage(e: &StoreError) -> bool {
+    matches!(e, StoreError::Corrupt { .. })
 }
 
 /// A loaded block: its metadata and bloom filter in memory, the Parquet footer once read.
@@ -255,12 +402,40 @@ impl Block {
                 what: format!("{dir}/{META_FILE}"),
                 detail: e.to_string(),
             })?;
-        let bloom_bytes =
-            sealed_block::read_small(storage, &dir.clone().join(BLOOM_FILE), data_key).await?;
+        verify_meta_crc(&meta, &meta_bytes, &format!("{dir}/{META_FILE}"))?;
+        let bloom_path = dir.clone().join(BLOOM_FILE);
+        let stored = match storage.get(&bloom_path).await {
+            Err(StoreError::ObjectStore(object_store::Error::NotFound { .. })) => {
+                return Err(StoreError::Corrupt {
+                    what: bloom_path.to_string(),
+                    detail: "missing".into(),
+                })
+            }
+            other => other?,
+        };
+        // bloom.bin is small: its checksum is verified on every load. A flipped bit in the filter
+        // would otherwise go unnoticed and hide traces (a false negative) for good.
+        if let Some(sums) = &meta.checksums {
+            let got = crc32fast::hash(&stored);
+            if got != sums.bloom_crc32 {
+                return Err(StoreError::Corrupt {
+                    what: bloom_path.to_string(),
+                    detail: format!(
+                        "checksum {got:08x} differs from {:08x} in {META_FILE}",
+                        sums.bloom_crc32
+                    ),
+                });
+            }
+        }
+        let bloom_bytes = match data_key {
+            Some(k) => sealed_block::open_file(k, &bloom_path, &stored)?,
+            None => stored.to_vec(),
+        };
         let bloom = Bloom::from_bytes(&bloom_bytes).map_err(|e| StoreError::Corrupt {
-            what: format!("{dir}/{BLOOM_FILE}"),
+            what: bloom_path.to_string(),
             detail: e.to_string(),
         })?;
+        check_meta(&meta, dir, &bloom)?;
         Ok(Self::from_parts(meta, bloom, storage.clone())?.with_key(opened.map(|o| o.key)))
     }
 
@@ -331,6 +506,149 @@ impl Block {
     /// Reads and caches the Parquet footer, which every read of this block needs.
     pub async fn preload(&self) -> Result<(), StoreError> {
         self.reader().await.map(|_| ())
+    }
+
+    /// Size `data.parquet` must have as stored (sealed blocks are longer than `size_bytes`).
+    pub fn stored_data_size(&self) -> u64 {
+        match self.key {
+            Some(_) => clew_encryption::sealed::sealed_len(self.meta.size_bytes),
+            None => self.meta.size_bytes,
+        }
+    }
+
+    /// The start-up check (`quarantine.rs`): cheap, no data pages read. `data.parquet` has the
+    /// size `meta.json` says (`listed_size` from a listing, else one HEAD-free ranged read of the
+    /// footer decides), its Parquet footer reads, and the footer's row groups and rows are the
+    /// meta's. Errors that show damage are [`StoreError::Corrupt`]; I/O errors pass through.
+    pub async fn check_quick(&self, listed_size: Option<u64>) -> Result<(), StoreError> {
+        let path = self.meta.dir().clone().join(DATA_FILE);
+        let corrupt = |detail: String| StoreError::Corrupt {
+            what: path.to_string(),
+            detail,
+        };
+        if let Some(size) = listed_size {
+            let want = self.stored_data_size();
+            if size != want {
+                return Err(corrupt(format!(
+                    "{size} bytes, {META_FILE} says {want} (truncated or replaced)"
+                )));
+            }
+        }
+        let md = match self.reader().await {
+            Ok((_, md)) => md,
+            Err(e) => return Err(as_damage(&path, e)),
+        };
+        let pq = md.metadata();
+        let groups = pq.num_row_groups();
+        if groups != self.meta.row_groups.len() {
+            return Err(corrupt(format!(
+                "footer has {groups} row groups, {META_FILE} lists {}",
+                self.meta.row_groups.len()
+            )));
+        }
+        for (i, (rg, want)) in pq
+            .row_groups()
+            .iter()
+            .zip(&self.meta.row_groups)
+            .enumerate()
+        {
+            if rg.num_rows() as u64 != want.rows {
+                return Err(corrupt(format!(
+                    "row group {i} has {} rows in the footer, {} in {META_FILE}",
+                    rg.num_rows(),
+                    want.rows
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The full check (`clew fsck`): [`Block::check_quick`], the stored file's checksum if the
+    /// meta carries one, then every row's trace id and start time: sorted by trace id, in its row
+    /// group's recorded range, present in the bloom filter, inside the meta's time range, and the
+    /// trace count. Reads the whole file.
+    pub async fn check_full(&self, listed_size: Option<u64>) -> Result<(), StoreError> {
+        self.check_quick(listed_size).await?;
+        let path = self.meta.dir().clone().join(DATA_FILE);
+        let corrupt = |detail: String| StoreError::Corrupt {
+            what: path.to_string(),
+            detail,
+        };
+        if let Some(sums) = &self.meta.checksums {
+            let stored = self.storage.get(&path).await?;
+            let got = crc32fast::hash(&stored);
+            if got != sums.data_crc32 {
+                return Err(corrupt(format!(
+                    "checksum {got:08x} differs from {:08x} in {META_FILE}",
+                    sums.data_crc32
+                )));
+            }
+        }
+        let (mut rows, mut traces) = (0u64, 0u64);
+        let mut last: Option<[u8; 16]> = None;
+        let mut problem: Option<String> = None;
+        // Row group boundaries in rows, to check each id against its group's recorded range.
+        let mut bounds = Vec::with_capacity(self.meta.row_groups.len());
+        let mut end = 0u64;
+        for rg in &self.meta.row_groups {
+            end += rg.rows;
+            bounds.push(end);
+        }
+        let (lo, hi) = (self.meta.min_start_unix_nano, self.meta.max_start_unix_nano);
+        let scanned = self
+            .scan(None, Some(&[col::TRACE_ID, col::START]), |batch| {
+                let c = Columns::new(batch);
+                let (ids, starts) = (c.fsb(col::TRACE_ID)?, c.i64(col::START)?);
+                for r in 0..batch.num_rows() {
+                    if problem.is_some() {
+                        break;
+                    }
+                    let id: [u8; 16] = ids.value(r).try_into().unwrap_or([0; 16]);
+                    let group = bounds.partition_point(|&b| b <= rows);
+                    let start = starts.value(r) as u64;
+                    if last.is_some_and(|l| l > id) {
+                        problem = Some(format!("row {rows}: trace ids out of order"));
+                    } else if self
+                        .row_group_ranges
+                        .get(group)
+                        .is_none_or(|(a, b)| id < *a || id > *b)
+                    {
+                        problem = Some(format!(
+                            "row {rows}: trace {} outside row group {group}'s recorded range",
+                            hex::encode(id)
+                        ));
+                    } else if !self.bloom.may_contain(&TraceId(id)) {
+                        problem = Some(format!(
+                            "row {rows}: trace {} is missing from {BLOOM_FILE}",
+                            hex::encode(id)
+                        ));
+                    } else if start < lo || start > hi {
+                        problem = Some(format!(
+                            "row {rows}: start {start} outside {META_FILE}'s range {lo}..={hi}"
+                        ));
+                    }
+                    if last != Some(id) {
+                        traces += 1;
+                        last = Some(id);
+                    }
+                    rows += 1;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = scanned {
+            return Err(as_damage(&path, e));
+        }
+        if let Some(p) = problem {
+            return Err(corrupt(p));
+        }
+        if rows != self.meta.span_count || traces != self.meta.trace_count {
+            return Err(corrupt(format!(
+                "holds {rows} spans of {traces} traces, {META_FILE} says {} of {}",
+                self.meta.span_count, self.meta.trace_count
+            )));
+        }
+        Ok(())
     }
 
     /// Streams record batches of the given row groups (all if `None`), projected to `columns`
@@ -1050,6 +1368,7 @@ impl BlockWriter {
             dedicated_spills: Some(self.spills.into_iter().map(str::to_string).collect()),
             tags: Some(self.tags.finish()),
             attr_filter: Some(self.attr_filter.finish()),
+            checksums: None,
         };
         let dir = meta.dir();
         // Encryption at rest: a fresh data key per block, its envelope (`key.json`) first. No key
@@ -1072,15 +1391,17 @@ impl BlockWriter {
         };
         let data_path = dir.clone().join(DATA_FILE);
         let data = seal(&data_path, buf);
+        let data_crc32 = crc32fast::hash(&data);
         storage.put(&data_path, data).await?;
         let bloom_path = dir.clone().join(BLOOM_FILE);
-        storage
-            .put(&bloom_path, seal(&bloom_path, self.bloom.to_bytes()))
-            .await?;
-        let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Corrupt {
-            what: "block meta".into(),
-            detail: e.to_string(),
-        })?;
+        let bloom_bytes = seal(&bloom_path, self.bloom.to_bytes());
+        meta.checksums = Some(FileChecksums {
+            data_crc32,
+            bloom_crc32: crc32fast::hash(&bloom_bytes),
+            meta_crc32: None,
+        });
+        storage.put(&bloom_path, bloom_bytes).await?;
+        let meta_json = meta_json_with_crc(&mut meta)?;
         let meta_path = dir.clone().join(META_FILE);
         storage.put(&meta_path, seal(&meta_path, meta_json)).await?;
         let key = data_key.map(|dk| BlockKey::new(dk.envelope));

@@ -22,12 +22,22 @@ pub struct BloomError(&'static str);
 
 impl Bloom {
     pub fn with_capacity(items: usize) -> Self {
-        let bits = (items.max(64) * BITS_PER_ITEM).next_multiple_of(64) as u64;
+        let bits = Self::bits_for(items as u64);
         Self {
             probes: PROBES,
             bits,
             words: vec![0; (bits / 64) as usize],
         }
+    }
+
+    /// The size in bits [`Bloom::with_capacity`] gives a filter for `items` (no allocation: a
+    /// damaged `meta.json` may claim any count).
+    pub fn bits_for(items: u64) -> u64 {
+        items
+            .max(64)
+            .saturating_mul(BITS_PER_ITEM as u64)
+            .div_ceil(64)
+            .saturating_mul(64)
     }
 
     /// A filter of `2^log2_bits` bits (at least 64), for [`Bloom::fold_to`]: with a power-of-two
@@ -161,6 +171,19 @@ fn mix(mut x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn bits_for_is_the_size_with_capacity_gives_without_allocating() {
+        for n in [0, 1, 63, 64, 65, 1000, 123_457] {
+            assert_eq!(
+                Bloom::bits_for(n as u64),
+                Bloom::with_capacity(n).bits(),
+                "{n}"
+            );
+        }
+        // A count from a damaged meta.json: a number, never an allocation or an overflow.
+        assert!(Bloom::bits_for(u64::MAX) > 1 << 60);
+    }
     use super::*;
 
     fn id(i: u64) -> TraceId {

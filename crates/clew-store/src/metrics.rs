@@ -20,6 +20,12 @@ pub struct TierLabel {
     pub tier: String,
 }
 
+/// Which file of a quarantined block was damaged (`quarantine::DamagedFile`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 #[derive(Clone)]
 pub struct StoreMetrics(Arc<Inner>);
 
@@ -43,6 +49,10 @@ struct Inner {
     tiering_bytes: Counter,
     tiering_failures: Counter,
     unreadable_blocks: Family<TenantLabel, Gauge>,
+    quarantined_blocks: Family<ReasonLabel, Counter>,
+    wal_damaged_records: Counter,
+    wal_damaged_bytes: Counter,
+    wal_quarantined_segments: Counter,
     /// Blocks a search read (scanned), and blocks it skipped after reading some (newest-first
     /// early termination) or on metadata alone (time range, services, attribute filter).
     search_blocks_read: Counter,
@@ -72,6 +82,10 @@ impl Default for StoreMetrics {
             tiering_bytes: Counter::default(),
             tiering_failures: Counter::default(),
             unreadable_blocks: Family::default(),
+            quarantined_blocks: Family::default(),
+            wal_damaged_records: Counter::default(),
+            wal_damaged_bytes: Counter::default(),
+            wal_quarantined_segments: Counter::default(),
             search_blocks_read: Counter::default(),
             search_blocks_skipped: Counter::default(),
             retention: Default::default(),
@@ -184,6 +198,26 @@ impl StoreMetrics {
             "Encrypted blocks skipped at start-up because their key is gone (crypto-shredded or retired)",
             m.unreadable_blocks.clone(),
         );
+        r.register(
+            "clew_store_quarantined_blocks",
+            "Damaged blocks moved to the quarantine directory, by damaged file (meta, bloom, data, key, other)",
+            m.quarantined_blocks.clone(),
+        );
+        r.register(
+            "clew_store_wal_damaged_records",
+            "Damaged WAL regions skipped or cut off at replay (torn tails excluded)",
+            m.wal_damaged_records.clone(),
+        );
+        r.register(
+            "clew_store_wal_damaged_bytes",
+            "Bytes of damaged WAL regions skipped or cut off at replay (torn tails excluded)",
+            m.wal_damaged_bytes.clone(),
+        );
+        r.register(
+            "clew_store_wal_quarantined_segments",
+            "WAL segments copied to the quarantine directory because of a damaged record",
+            m.wal_quarantined_segments.clone(),
+        );
         m.retention.register(r);
     }
 
@@ -227,6 +261,33 @@ impl StoreMetrics {
                 tenant: tenant.to_string(),
             })
             .set(n as i64);
+    }
+
+    /// A damaged block was quarantined; `reason` names the damaged file.
+    pub fn quarantined_block(&self, reason: &str) {
+        self.0
+            .quarantined_blocks
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Quarantined blocks so far with this reason (tests, `/metrics` is the real reader).
+    pub fn quarantined_blocks(&self, reason: &str) -> u64 {
+        self.0
+            .quarantined_blocks
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .get()
+    }
+
+    /// WAL damage found at replay: regions skipped or cut, their bytes, segments quarantined.
+    pub fn wal_damage(&self, regions: u64, bytes: u64, segments: u64) {
+        self.0.wal_damaged_records.inc_by(regions);
+        self.0.wal_damaged_bytes.inc_by(bytes);
+        self.0.wal_quarantined_segments.inc_by(segments);
     }
 
     pub fn set_tier_blocks(&self, tier: &str, blocks: usize, bytes: u64) {

@@ -60,6 +60,9 @@ pub struct StoreConfig {
     /// Encryption at rest: every WAL record and block file is sealed with a data key from here.
     /// `None`: plaintext (the default).
     pub keys: Option<Arc<clew_encryption::KeyManager>>,
+    /// Free-space watermarks of the data directory (`storage.disk`): appends are refused
+    /// retryably before the disk is full. `None`: no check (writes fail only on a full disk).
+    pub disk: Option<Arc<crate::disk_guard::DiskGuard>>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +105,7 @@ impl StoreConfig {
             retention_interval: Duration::from_secs(60),
             events: None,
             keys: None,
+            disk: None,
         }
     }
 }
@@ -129,6 +133,8 @@ pub(crate) struct Inner {
     pub(crate) holds: Holds,
     /// Traces being erased (journal in `erase/`): hidden from every read until they are gone.
     pub(crate) erasing: RwLock<HashMap<Tenant, HashSet<TraceId>>>,
+    /// `<data_dir>/.lock`, held while the store lives: no second process on this data dir.
+    pub(crate) _dir_lock: crate::dir_lock::DataDirLock,
 }
 
 #[derive(Clone)]
@@ -153,6 +159,9 @@ pub struct OpenReport {
     pub unreadable_blocks: usize,
     /// `unreadable_blocks` per tenant (also `clew_store_unreadable_blocks{tenant}`).
     pub unreadable_blocks_by_tenant: BTreeMap<String, usize>,
+    /// Damaged blocks moved to `{data_dir}/quarantine/` (also
+    /// `clew_store_quarantined_blocks_total{reason}`): left out of the index, files kept there.
+    pub quarantined_blocks: Vec<crate::quarantine::QuarantinedBlock>,
 }
 
 fn sink_error(e: StoreError) -> SinkError {
@@ -162,6 +171,14 @@ fn sink_error(e: StoreError) -> SinkError {
             retry_after: Duration::from_secs(1),
             reason,
         },
+        // The disk filled under a WAL write after all (the watermarks were off or outrun): the
+        // group was refused and its torn bytes cut off, so a retry is safe.
+        StoreError::Io { path, source } if source.kind() == std::io::ErrorKind::StorageFull => {
+            SinkError::Overloaded {
+                retry_after: Duration::from_secs(5),
+                reason: format!("no space left on the device of {path}"),
+            }
+        }
         // A KMS outage: retry later; nothing was written in plaintext instead.
         StoreError::KeyUnavailable(reason) => SinkError::Overloaded {
             retry_after: Duration::from_secs(5),
@@ -198,6 +215,8 @@ impl Store {
         remote: Option<Storage>,
         metrics: StoreMetrics,
     ) -> Result<(Self, OpenReport), StoreError> {
+        // Before anything reads or writes the data dir: another process may own it.
+        let dir_lock = crate::dir_lock::lock_data_dir(&cfg.data_dir)?;
         let mut report = OpenReport::default();
         let catalog = Arc::new(Catalog::default());
         let holds = Holds::open(cfg.data_dir.join(HOLDS_FILE))?;
@@ -209,7 +228,8 @@ impl Store {
             _ => local.clone(),
         };
         let tiers: Vec<&Storage> = std::iter::once(&local).chain(remote.as_ref()).collect();
-        let blocks = load_blocks(&tiers, &mut report).await?;
+        let quarantine = crate::quarantine::Quarantine::new(&cfg.data_dir);
+        let blocks = load_blocks(&tiers, &quarantine, &mut report).await?;
         if let Some(r) = &remote {
             let keep: HashSet<String> = blocks
                 .iter()
@@ -263,6 +283,7 @@ impl Store {
                 stop,
                 holds,
                 erasing: RwLock::new(HashMap::new()),
+                _dir_lock: dir_lock,
             }),
         };
         let resumed = store.resume_erasures()?;
@@ -275,6 +296,9 @@ impl Store {
         store.refresh_block_metrics();
         for (tenant, n) in &report.unreadable_blocks_by_tenant {
             store.inner.metrics.set_unreadable_blocks(tenant, *n);
+        }
+        for q in &report.quarantined_blocks {
+            store.inner.metrics.quarantined_block(q.file.as_str());
         }
         store.spawn_background();
         // Parquet footers are read lazily on a block's first query; read them now, in the
@@ -310,8 +334,12 @@ impl Store {
                 }
                 let head = &flusher.inner.head;
                 let cfg = &flusher.inner.cfg;
+                // Low on disk: flush at once. A block takes a fraction of the WAL bytes that held
+                // its spans, and those WAL segments are deleted once the block is written.
+                let low_disk = cfg.disk.as_ref().is_some_and(|d| d.low());
                 let due = head.active_span_count() >= cfg.flush_max_spans
-                    || (head.active_span_count() > 0 && head.active_age() >= cfg.flush_max_age);
+                    || (head.active_span_count() > 0
+                        && (low_disk || head.active_age() >= cfg.flush_max_age));
                 flusher.inner.metrics.set_head_spans(head.span_count());
                 if due || !flusher.inner.pending.lock().await.is_empty() {
                     if let Err(e) = flusher.flush().await {
@@ -493,6 +521,23 @@ impl Store {
                 }
                 if chosen.len() < 2 {
                     continue;
+                }
+                // The output is written before the inputs go: it needs room of its own. Without
+                // it, skip the round instead of failing half-way (the next round looks again).
+                if let Some(disk) = self
+                    .inner
+                    .cfg
+                    .disk
+                    .as_ref()
+                    .filter(|_| chosen[0].tier() == Tier::Local)
+                {
+                    let need: u64 = chosen.iter().map(|b| b.meta.size_bytes).sum();
+                    if !disk.has_room_for(need) {
+                        disk.compaction_skipped();
+                        tracing::warn!(tenant = %tenant, blocks = chosen.len(), need_bytes = need, free_bytes = disk.free_bytes(),
+                            "compaction skipped this round: its output might not fit on the disk");
+                        return Ok(written);
+                    }
                 }
                 self.merge_blocks(&tenant, &chosen).await?;
                 written += 1;
@@ -891,11 +936,12 @@ fn dedup_key(s: &FlatSpan) -> (Vec<u8>, Vec<u8>, u64, u64, i32, String) {
 /// compaction.
 async fn load_blocks(
     tiers: &[&Storage],
+    quarantine: &crate::quarantine::Quarantine,
     report: &mut OpenReport,
 ) -> Result<Vec<Block>, StoreError> {
     let mut blocks = Vec::new();
     for storage in tiers {
-        blocks.extend(load_tier(storage, report).await?);
+        blocks.extend(load_tier(storage, quarantine, report).await?);
     }
     // Complete in both tiers: tiering stopped after the copy and before deleting the local one.
     let remote: HashSet<String> = blocks
@@ -930,14 +976,22 @@ async fn load_blocks(
 }
 
 /// One tier's complete blocks; directories without `meta.json` (an interrupted write or copy) are
-/// removed.
-async fn load_tier(storage: &Storage, report: &mut OpenReport) -> Result<Vec<Block>, StoreError> {
+/// removed; damaged blocks (`Block::load_listed`'s checks, then `Block::check_quick`: sizes and
+/// the Parquet footer, local tier only — the bucket's footers are read lazily, and a damaged one
+/// is quarantined when a query finds it) are moved to the quarantine.
+async fn load_tier(
+    storage: &Storage,
+    quarantine: &crate::quarantine::Quarantine,
+    report: &mut OpenReport,
+) -> Result<Vec<Block>, StoreError> {
     let objects = storage.list_all().await?;
     let mut dirs: HashMap<String, Vec<object_store::path::Path>> = HashMap::new();
-    for (path, _) in objects {
+    let mut sizes: HashMap<String, u64> = HashMap::new();
+    for (path, size) in objects {
         let s = path.as_ref();
         if let Some((dir, _file)) = s.rsplit_once('/') {
             dirs.entry(dir.to_string()).or_default().push(path.clone());
+            sizes.insert(s.to_string(), size);
         }
     }
     let mut complete = Vec::new();
@@ -957,9 +1011,24 @@ async fn load_tier(storage: &Storage, report: &mut OpenReport) -> Result<Vec<Blo
         complete.push((object_store::path::Path::from(dir.as_str()), has_key));
     }
     // Bucket round trips add up: load several at once (cached metas and blooms need none).
+    let local = storage.tier() == Tier::Local;
+    let sizes = &sizes;
     let loaded: Vec<(object_store::path::Path, Result<Block, StoreError>)> = stream::iter(complete)
         .map(|(dir, has_key)| async move {
-            let r = Block::load_listed(storage, &dir, Some(has_key)).await;
+            let mut r = Block::load_listed(storage, &dir, Some(has_key)).await;
+            if let (true, Ok(b)) = (local, &r) {
+                let data = dir.clone().join(block::DATA_FILE);
+                let checked = match sizes.get(data.as_ref()) {
+                    Some(&size) => b.check_quick(Some(size)).await,
+                    None => Err(StoreError::Corrupt {
+                        what: data.to_string(),
+                        detail: "missing".into(),
+                    }),
+                };
+                if let Err(e) = checked {
+                    r = Err(e);
+                }
+            }
             (dir, r)
         })
         .buffer_unordered(16)
@@ -982,6 +1051,13 @@ async fn load_tier(storage: &Storage, report: &mut OpenReport) -> Result<Vec<Blo
                     .entry(tenant)
                     .or_default() += 1;
             }
+            // Damage (not an I/O error): move the block aside, keep serving the rest.
+            Err(e) if block::is_damage(&e) => {
+                tracing::warn!(dir = %dir, tier = storage.tier().as_str(), error = %e, "block is damaged; moving it to quarantine");
+                report
+                    .quarantined_blocks
+                    .push(quarantine.block(storage, &dir, &e).await?);
+            }
             Err(e) => return Err(e),
         }
     }
@@ -1003,6 +1079,14 @@ impl SpanSink for Store {
         let n = batch.span_count();
         if n == 0 {
             return Ok(());
+        }
+        // Before the disk is full, not when a write fails: refused spans cost nothing to retry.
+        if let Some(disk) = &self.inner.cfg.disk {
+            disk.admit(n as u64)
+                .map_err(|reason| SinkError::Overloaded {
+                    retry_after: Duration::from_secs(1),
+                    reason,
+                })?;
         }
         if self.inner.head.span_count() + n > self.inner.cfg.max_head_spans {
             return Err(SinkError::Overloaded {
@@ -1119,9 +1203,10 @@ impl Store {
                     break;
                 }
                 let m = m.clone();
+                let store = self.clone();
                 running.push(tokio::spawn(async move {
                     let r = b.search_part(&m, part).await;
-                    skip_unreadable(&b, r)
+                    store.skip_unreadable(&b, r)
                 }));
             }
             let Some(done) = running.next().await else {
@@ -1201,9 +1286,10 @@ impl TraceReader for Store {
         let mut spans = self.inner.head.trace(tenant, &id);
         let blocks = self.blocks(tenant);
         // Owned futures: borrowed ones trip the compiler's Send inference inside async_trait.
-        let reads = blocks
-            .into_iter()
-            .map(|b| async move { skip_unreadable(&b, b.read_trace(&id).await) });
+        let reads = blocks.into_iter().map(|b| {
+            let store = self.clone();
+            async move { store.skip_unreadable(&b, b.read_trace(&id).await) }
+        });
         let from_blocks: Vec<Vec<FlatSpan>> = stream::iter(reads)
             .buffer_unordered(4)
             .try_collect()
@@ -1393,6 +1479,89 @@ fn skip_unreadable<T: Default>(b: &Block, r: Result<T, StoreError>) -> Result<T,
             Ok(T::default())
         }
         other => other,
+    }
+}
+
+/// Blocks being checked after a damaged read (by block id), so concurrent queries that hit the
+/// same damage start one check, not one each.
+static SUSPECTS: parking_lot::Mutex<Option<HashSet<String>>> = parking_lot::Mutex::new(None);
+
+impl Store {
+    /// [`skip_unreadable`], and a read that shows damage (a decoding error, not I/O) skips the
+    /// block too — one damaged block does not fail every query that touches it — and has it
+    /// checked in the background ([`Block::check_full`]) and quarantined if the check confirms
+    /// the damage (removed from the block list, `clew_store_quarantined_blocks_total`).
+    fn skip_unreadable<T: Default>(
+        &self,
+        b: &BlockRef,
+        r: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match skip_unreadable(b, r) {
+            Err(e) => {
+                let e = block::as_damage(&b.meta.dir().join(block::DATA_FILE), e);
+                if !block::is_damage(&e) {
+                    return Err(e);
+                }
+                tracing::error!(block = %b.meta.block_id, tenant = %b.meta.tenant, error = %e, "block read shows damage; skipped, checking it");
+                self.suspect_block(b.clone());
+                Ok(T::default())
+            }
+            ok => ok,
+        }
+    }
+
+    fn suspect_block(&self, b: BlockRef) {
+        let id = b.meta.block_id.clone();
+        if !SUSPECTS
+            .lock()
+            .get_or_insert_with(HashSet::new)
+            .insert(id.clone())
+        {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.quarantine_if_damaged(&b).await {
+                tracing::warn!(block = %b.meta.block_id, error = %e, "could not check or quarantine a suspect block");
+            }
+            SUSPECTS.lock().get_or_insert_with(HashSet::new).remove(&id);
+        });
+    }
+
+    /// Checks a block fully; if damaged, takes it out of the block list and moves it to the
+    /// quarantine. Returns whether it was quarantined.
+    pub async fn quarantine_if_damaged(&self, b: &BlockRef) -> Result<bool, StoreError> {
+        // Under the compaction lock: no merge or tiering move holds the block meanwhile.
+        let _c = self.inner.compaction.lock().await;
+        let listed = |x: &BlockRef| x.meta.block_id == b.meta.block_id && x.tier() == b.tier();
+        // Gone meanwhile (quarantined by another check, compacted, expired): nothing to do.
+        if !self.inner.blocks.read().values().flatten().any(listed) {
+            return Ok(false);
+        }
+        let damage = match b.check_full(None).await {
+            Ok(()) => return Ok(false),
+            Err(e) if block::is_damage(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let still_listed = {
+            let mut blocks = self.inner.blocks.write();
+            let mut found = false;
+            for list in blocks.values_mut() {
+                let before = list.len();
+                list.retain(|x| !listed(x));
+                found |= list.len() != before;
+            }
+            found
+        };
+        if !still_listed {
+            return Ok(false);
+        }
+        self.refresh_block_metrics();
+        let q = crate::quarantine::Quarantine::new(&self.inner.cfg.data_dir)
+            .block(b.storage(), &b.meta.dir(), &damage)
+            .await?;
+        self.inner.metrics.quarantined_block(q.file.as_str());
+        Ok(true)
     }
 }
 

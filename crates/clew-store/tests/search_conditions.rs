@@ -113,10 +113,10 @@ fn random_batch(tenant: &Tenant, r: &mut Rng, n: u64, dirty: bool) -> SpanBatch 
             if r.chance(30) {
                 a.push(kv("shared", s(r.pick(&["s1", "s3"]))));
             }
-            let start = base + i as u64 * 1000;
+            let start = base + i * 1000;
             Span {
                 trace_id: trace_id.to_vec(),
-                span_id: (n * 8 + i as u64 + 1).to_be_bytes().to_vec(),
+                span_id: (n * 8 + i + 1).to_be_bytes().to_vec(),
                 name: r.pick(&["GET /a", "POST /b", "db"]).into(),
                 kind: r.below(6) as i32,
                 start_time_unix_nano: start,

@@ -58,6 +58,7 @@ pub enum ProcessorConfig {
     Attributes(Box<clew_processors::AttributesConfig>),
     BaggagePolicy(Box<clew_processors::BaggagePolicyConfig>),
     Redaction(Box<clew_processors::redaction::RedactionConfig>),
+    MemoryLimiter(clew_processors::MemoryLimiterConfig),
 }
 
 pub const PROCESSOR_TYPES: &[&str] = &[
@@ -66,6 +67,7 @@ pub const PROCESSOR_TYPES: &[&str] = &[
     "attributes",
     "baggage_policy",
     "redaction",
+    "memory_limiter",
 ];
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -271,6 +273,9 @@ pub struct Storage {
     pub tiering: Option<TieringSettings>,
     /// Encryption at rest (envelope keys from a local keyring or AWS KMS); off when absent.
     pub encryption: Option<clew_encryption::EncryptionConfig>,
+    /// Free-space watermarks (`min_free_mib`/`min_free_percent` to stop accepting spans,
+    /// `resume_free_mib`/`resume_free_percent` to accept again); on by default.
+    pub disk: clew_store::disk_guard::DiskConfig,
 }
 
 impl Default for Storage {
@@ -285,6 +290,7 @@ impl Default for Storage {
             s3: None,
             tiering: None,
             encryption: None,
+            disk: clew_store::disk_guard::DiskConfig::default(),
         }
     }
 }
@@ -645,6 +651,12 @@ impl Config {
                         .map_err(|e| anyhow::anyhow!("key `{key}.{}`: {}", e.key, e.message))?;
                     ProcessorConfig::Attributes(Box::new(c))
                 }
+                "memory_limiter" => {
+                    let c: clew_processors::MemoryLimiterConfig = sub(&key, value)?;
+                    c.limits(clew_processors::memory_limiter::total_memory())
+                        .map_err(|e| anyhow::anyhow!("key `{key}.{}`: {}", e.key, e.message))?;
+                    ProcessorConfig::MemoryLimiter(c)
+                }
                 "redaction" => {
                     let c: clew_processors::redaction::RedactionConfig = sub(&key, value)?;
                     // `validate`: with `hash_key_source: key_provider` the secret is resolved
@@ -806,6 +818,7 @@ impl Config {
         if self.storage.retention < Duration::from_secs(3600) {
             bail!("key `storage.retention`: must be at least 1h (fix: e.g. \"14d\" or \"720h\")");
         }
+        self.storage.disk.validate()?;
         if self.storage.retention_interval.is_zero() {
             bail!("key `storage.retention_interval`: must be longer than 0s (fix: e.g. \"1m\")");
         }
@@ -1291,6 +1304,31 @@ service:
             "{:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn disk_watermarks_and_memory_limiter_errors_name_key_and_fix() {
+        let c = Config::parse("", "c.yaml").unwrap();
+        assert!(c.storage.disk.enabled, "watermarks are on by default");
+        let e = err("storage:\n  disk: {min_free_mib: 100, resume_free_mib: 50}\n");
+        assert!(
+            e.contains("key `storage.disk.resume_free_mib`") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = err("storage:\n  disk: {min_free_percent: 150}\n");
+        assert!(e.contains("key `storage.disk.min_free_percent`"), "{e}");
+        let e = err("processors:\n  memory_limiter: {check_interval: 1s}\n");
+        assert!(
+            e.contains("key `processors.memory_limiter.limit_mib`") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = err("processors:\n  memory_limiter: {check_interval: 1s, limit_mib: 100, spike_limit_mib: 100}\n");
+        assert!(
+            e.contains("key `processors.memory_limiter.spike_limit_mib`"),
+            "{e}"
+        );
+        let ok = Config::parse("processors:\n  memory_limiter: {check_interval: 1s, limit_mib: 1000, spike_limit_mib: 200}\nservice:\n  pipelines:\n    traces:\n      processors: [memory_limiter]\n", "c.yaml");
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 
     #[test]

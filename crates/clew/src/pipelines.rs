@@ -19,8 +19,9 @@ use crate::graph::{ConnectorConfig, ExporterConfig, PipelineConfig};
 use clew_model::SpanSink;
 use clew_pipeline::{FanOut, Pipeline, Processor, ProcessorFactory, Shared};
 use clew_sampling::consistent::HeadMetrics;
+use clew_sampling::sampler_log::{Replayed, SamplerLog};
 use clew_sampling::tail::TailMetrics;
-use clew_sampling::{Adaptive, ProbabilisticSampler, RootSpanCounter, TailCore, TailSampler};
+use clew_sampling::{Adaptive, ProbabilisticSampler, RootSpanCounter, TailCore};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub async fn build(
     adaptive: Option<Arc<Adaptive>>,
     // `storage.encryption`'s key manager: seals the exporters' sending queues.
     keys: Option<Arc<clew_encryption::KeyManager>>,
+    // What a `memory_limiter` runs above its soft limit (the server: flush the store's head).
+    memory_pressure: Option<clew_processors::PressureHook>,
 ) -> anyhow::Result<Built> {
     let graph = &cfg.graph;
     let metrics = Metrics::default();
@@ -117,6 +120,10 @@ pub async fn build(
 
     let hash_keys = provider_hash_keys(cfg, keys.as_ref()).await?;
 
+    // Each tail sampler's log, replayed before anything is served (ack ⇒ durable with tail
+    // sampling too: see clew_sampling::sampler_log).
+    let mut tail_logs = open_tail_logs(cfg, keys.clone()).await?;
+
     // Pipelines, downstream first, so a connector finds the pipelines it routes to.
     let mut built: HashMap<String, Arc<Pipeline>> = HashMap::new();
     let mut order = Vec::new();
@@ -129,7 +136,15 @@ pub async fn build(
             };
             outs.push(sink);
         }
-        let pipeline = processors(p, FanOut::of(outs), &metrics, &hash_keys)?;
+        let pipeline = processors(
+            p,
+            FanOut::of(outs),
+            &metrics,
+            &hash_keys,
+            &mut tail_logs,
+            keys.as_ref(),
+            memory_pressure.as_ref(),
+        )?;
         built.insert(p.name.clone(), pipeline.clone());
         order.push((p.name.clone(), pipeline));
         tracing::info!(pipeline = %p.name, receivers = ?p.receivers, processors = ?p.processors.iter().map(|(n, _)| n).collect::<Vec<_>>(), exporters = ?p.exporters, "pipeline");
@@ -206,6 +221,8 @@ struct Metrics {
     routing: clew_processors::RoutingMetrics,
     redaction: clew_processors::redaction::RedactionMetrics,
     has_redaction: std::cell::Cell<bool>,
+    memory: clew_processors::MemoryLimiterMetrics,
+    has_memory: std::cell::Cell<bool>,
     has_head: std::cell::Cell<bool>,
     has_tail: std::cell::Cell<bool>,
     has_baggage: std::cell::Cell<bool>,
@@ -225,6 +242,9 @@ impl Metrics {
         }
         if self.has_redaction.get() {
             self.redaction.register(registry);
+        }
+        if self.has_memory.get() {
+            self.memory.register(registry);
         }
         if self.has_routing.get() {
             self.routing.register(registry);
@@ -286,12 +306,56 @@ pub fn secrets_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("keys").join("secrets")
 }
 
+/// A tail sampler's opened log and what its replay found, by (pipeline, processor).
+type TailLogs = HashMap<(String, String), (Arc<SamplerLog>, Replayed)>;
+
+/// Opens (replays, compacts) the log of every tail sampler: `{storage.path}/sampler/<pipeline>/
+/// <processor>` — also without a `clew_store` exporter, as the exporters' queues live under
+/// `storage.path` too. Fails start-up when the directory cannot be written, or when an encrypted
+/// log's keys cannot be had.
+async fn open_tail_logs(
+    cfg: &Config,
+    keys: Option<Arc<clew_encryption::KeyManager>>,
+) -> anyhow::Result<TailLogs> {
+    let mut out = HashMap::new();
+    for p in &cfg.graph.pipelines {
+        for (name, pc) in &p.processors {
+            if !matches!(pc, ProcessorConfig::TailSampling(_)) {
+                continue;
+            }
+            let dir = clew_sampling::durable::log_dir(&cfg.storage.path, &p.name, name);
+            let (log, replayed) = SamplerLog::open(&dir, keys.clone(), Default::default())
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("processors.{name} (pipeline {}): {e} (fix: `storage.path` must be a writable directory; with `storage.encryption`, its key provider must answer)", p.name)
+                })?;
+            if !replayed.traces.is_empty() || replayed.truncated_bytes > 0 {
+                tracing::info!(processor = %name, pipeline = %p.name, undecided = replayed.traces.len(), records = replayed.records, truncated_bytes = replayed.truncated_bytes, "tail sampler log replayed");
+            }
+            out.insert((p.name.clone(), name.clone()), (log, replayed));
+        }
+    }
+    Ok(out)
+}
+
+/// One step of a pipeline before it is assembled: a processor, or a tail sampler, where the
+/// pipeline is split (see `clew_sampling::durable`).
+enum Step {
+    Processor(ProcessorFactory),
+    // Boxed: a sampler core is large and there are few of them.
+    Tail(Box<(TailCore, Replayed)>),
+}
+
 fn processors(
     p: &PipelineConfig,
     sink: Arc<dyn SpanSink>,
     metrics: &Metrics,
     hash_keys: &HashMap<String, Vec<clew_processors::redaction::HashKey>>,
+    tail_logs: &mut TailLogs,
+    keys: Option<&Arc<clew_encryption::KeyManager>>,
+    memory_pressure: Option<&clew_processors::PressureHook>,
 ) -> anyhow::Result<Arc<Pipeline>> {
+    let mut steps: Vec<Step> = Vec::new();
     let mut factories: Vec<ProcessorFactory> = Vec::new();
     for (name, pc) in &p.processors {
         let name = name.clone();
@@ -324,6 +388,18 @@ fn processors(
                 .map_err(|e| anyhow::anyhow!("processors.{name}.{}: {}", e.key, e.message))?;
                 factories.push(Box::new(move |_| Ok(Box::new(p) as Box<dyn Processor>)));
             }
+            ProcessorConfig::MemoryLimiter(c) => {
+                metrics.has_memory.set(true);
+                let mut p =
+                    clew_processors::MemoryLimiter::new(name.clone(), c, metrics.memory.clone())
+                        .map_err(|e| {
+                            anyhow::anyhow!("processors.{name}.{}: {}", e.key, e.message)
+                        })?;
+                if let Some(hook) = memory_pressure {
+                    p = p.with_pressure_hook(hook.clone());
+                }
+                factories.push(Box::new(move |_| Ok(Box::new(p) as Box<dyn Processor>)));
+            }
             ProcessorConfig::BaggagePolicy(c) => {
                 metrics.has_baggage.set(true);
                 let p = clew_processors::BaggagePolicyProcessor::new(name.clone(), (**c).clone())
@@ -336,12 +412,39 @@ fn processors(
                 let core = TailCore::with_metrics(name.clone(), c.clone(), metrics.tail.clone())
                     .map_err(|(k, m)| anyhow::anyhow!("processors.{name}.{k}: {m}"))?;
                 tracing::info!(processor = %name, shards = core.num_shards(), "tail sampling on");
-                factories.push(Box::new(move |down| {
-                    Ok(Box::new(TailSampler::start(core, down)) as Box<dyn Processor>)
-                }));
+                let mut core = core;
+                let Some((log, replayed)) = tail_logs.remove(&(p.name.clone(), name.clone()))
+                else {
+                    anyhow::bail!("processors.{name}: its log was not opened");
+                };
+                core.attach_log(log);
+                steps.extend(factories.drain(..).map(Step::Processor));
+                steps.push(Step::Tail(Box::new((core, replayed))));
+            }
+        }
+        // Every other arm pushed one factory: keep the steps in order.
+        steps.extend(factories.drain(..).map(Step::Processor));
+    }
+    // Back to front: at each tail sampler the pipeline is split; the processors before it end in
+    // its durable stage, which forwards into the processors after it.
+    let mut sink = sink;
+    let mut pending: Vec<ProcessorFactory> = Vec::new();
+    for step in steps.into_iter().rev() {
+        match step {
+            Step::Processor(f) => pending.insert(0, f),
+            Step::Tail(tail) => {
+                let (core, replayed) = *tail;
+                let after = Pipeline::build(std::mem::take(&mut pending), sink)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                let name = core.name().to_string();
+                let (stage, hook) =
+                    clew_sampling::durable::stage(core, replayed, Arc::new(after), keys.cloned())
+                        .map_err(|e| anyhow::anyhow!("processors.{name}: {e}"))?;
+                sink = stage;
+                pending.push(Box::new(move |_| Ok(hook)));
             }
         }
     }
-    let p = Pipeline::build(factories, sink).map_err(|e| anyhow::anyhow!(e))?;
+    let p = Pipeline::build(pending, sink).map_err(|e| anyhow::anyhow!(e))?;
     Ok(Arc::new(p))
 }

@@ -95,6 +95,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         limiter
     });
 
+    // The data dir belongs to one process: lock it before anything in it is written (the audit
+    // log below, then the store, which shares this lock). A second `clew serve` on the same
+    // storage.path stops here, naming the holder's PID.
+    let _data_dir_lock = clew_store::dir_lock::lock_data_dir(&cfg.storage.path)?;
     // The audit log: configuration, retention deletions, erasures, holds, key rotations.
     let audit_path = cfg.storage.path.join("audit").join("audit.log");
     let audit = Arc::new(
@@ -119,6 +123,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     store_cfg.retention_policy = limiter
         .as_ref()
         .map(|l| Arc::new(OverridesRetention(l.clone())) as Arc<dyn clew_store::RetentionPolicy>);
+    // Free-space watermarks: refuse spans retryably before the data directory's disk is full.
+    std::fs::create_dir_all(&store_cfg.data_dir)
+        .with_context(|| format!("cannot create {}", store_cfg.data_dir.display()))?;
+    let disk = Arc::new(clew_store::disk_guard::DiskGuard::new(
+        cfg.storage.disk.clone(),
+        &store_cfg.data_dir,
+    ));
+    disk.register(&mut registry);
+    store_cfg.disk = Some(disk);
     let (store, report) = Store::open(store_cfg.clone(), store_metrics)
         .await
         .with_context(|| format!("cannot open the store in {}", store_cfg.data_dir.display()))?;
@@ -161,6 +174,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &mut registry,
         adaptive.clone(),
         keys.as_ref().map(|k| k.manager.clone()),
+        Some(flush_on_memory_pressure(&store)),
     )
     .await?;
     let metadata_keys = cfg.metadata_keys();
@@ -564,4 +578,27 @@ fn config_error(e: &clew_encryption::KeyError) -> String {
         clew_encryption::KeyError::Config(m) => format!("storage.{m}"),
         other => format!("storage.encryption: {other}"),
     }
+}
+
+/// A `memory_limiter`'s pressure hook: most of an ingesting server's memory is the store's head,
+/// freed only when it is written to blocks, so above the soft limit the head is flushed now
+/// rather than at `storage.block.max_age`. One flush at a time; the limiter calls this at most
+/// every couple of seconds.
+fn flush_on_memory_pressure(store: &Store) -> clew_processors::PressureHook {
+    let store = store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    Arc::new(move || {
+        if running.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let (store, running) = (store.clone(), running.clone());
+        runtime.spawn(async move {
+            tracing::info!("memory above the limiter's soft limit: flushing the head to blocks");
+            if let Err(e) = store.flush().await {
+                tracing::warn!(error = %e, "flush under memory pressure failed; the regular flush will retry");
+            }
+            running.store(false, std::sync::atomic::Ordering::Release);
+        });
+    })
 }

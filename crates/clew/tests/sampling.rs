@@ -1,6 +1,7 @@
 //! Sampling with the real `clew` binary: tail sampling configured in clew.yaml (kept traces
 //! reach the store with `sampling.policy`, dropped ones don't), buffered traces decided and stored
-//! on SIGTERM (restart keeps them), Jaeger remote sampling on its own port and on the query port,
+//! on SIGTERM (restart keeps them), acknowledged buffered traces surviving kill -9 (the sampler
+//! log, also sealed with encryption at rest), Jaeger remote sampling on its own port and on the query port,
 //! and `clew config check` on the example configs and on broken sampling configs.
 
 use clew_model::otlp::collector::ExportTraceServiceRequest;
@@ -267,6 +268,160 @@ service:
     assert!(get_trace(&server.query, 12).await.is_some());
     assert!(get_trace(&server.query, 11).await.is_none());
     assert!(server.terminate().success());
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(p)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Issue 18 point 1: with tail sampling on, an ack still means durable. Traces acknowledged while
+/// buffered survive kill -9: after restart the buffer is rebuilt from the sampler log, each trace
+/// is decided when it would have been, kept ones are stored once and dropped ones never appear.
+/// With `encrypted`, the sampler log is sealed: no span name in clear under the data dir.
+async fn acked_buffered_traces_survive_kill9(encrypted: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = if encrypted {
+        let keyring = dir.path().join("keyring.yaml");
+        let out = clew(&["keys", "init", "--keyring", keyring.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!(
+            "storage:\n  encryption:\n    provider: local\n    local:\n      keyring: {}\n",
+            keyring.display()
+        )
+    } else {
+        String::new()
+    };
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{storage}processors:
+  tail_sampling/errors:
+    decision_wait: 6s
+    root_send_delay: 0s
+    policies:
+      - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
+service:
+  pipelines:
+    traces:
+      processors: [tail_sampling/errors]
+"
+        ),
+    );
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, Some(&cfg));
+    let sent = Instant::now();
+    // Two requests: kept (20, 22, 24) and dropped (21, 23) traces, acknowledged (send asserts 2xx).
+    send(
+        &server.http,
+        vec![trace(20, true), trace(21, false), trace(22, true)],
+    )
+    .await;
+    send(&server.http, vec![trace(23, false), trace(24, true)]).await;
+    // Acknowledged, still buffered: only the sampler log holds them.
+    assert!(
+        get_trace(&server.query, 20).await.is_none(),
+        "decided early"
+    );
+    let sampler_dir = data.join("sampler");
+    assert!(
+        files_under(&sampler_dir)
+            .iter()
+            .any(|p| std::fs::metadata(p).map_or(0, |m| m.len()) > 0),
+        "no sampler log under {}",
+        sampler_dir.display()
+    );
+    if encrypted {
+        let leaks = files_containing(&data, b"SELECT cart");
+        assert!(leaks.is_empty(), "span names in clear: {leaks:?}");
+    }
+    // kill -9: no shutdown code runs.
+    drop(server);
+    assert!(
+        sent.elapsed() < Duration::from_secs(6),
+        "too slow to crash before the decision"
+    );
+
+    let server = Server::start_with(&data, Some(&cfg));
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(log.contains("rebuilt its buffer from its log"), "{log}");
+    // Decided at their original time (6 s after arrival), not 6 s after the restart.
+    let deadline = sent + Duration::from_secs(30);
+    for n in [20u8, 22, 24] {
+        let body = loop {
+            if let Some(b) = get_trace(&server.query, n).await {
+                break b;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kept trace {n} lost after kill -9"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // Each span once (`spanID` also appears in references).
+        assert_eq!(
+            body.matches("\"operationName\"").count(),
+            2,
+            "trace {n}: {body}"
+        );
+        assert!(body.contains("sampling.policy"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in [21u8, 23] {
+        assert!(
+            get_trace(&server.query, n).await.is_none(),
+            "dropped trace {n} stored"
+        );
+    }
+    if encrypted {
+        let leaks = files_containing(&data, b"SELECT cart");
+        assert!(leaks.is_empty(), "span names in clear: {leaks:?}");
+    }
+    assert!(server.terminate().success());
+    // After a clean stop every trace was decided: a restart rebuilds nothing and stores nothing twice.
+    let server = Server::start_with(&data, Some(&cfg));
+    let body = get_trace(&server.query, 22)
+        .await
+        .expect("kept trace stays");
+    assert_eq!(body.matches("\"operationName\"").count(), 2, "{body}");
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_loses_no_acknowledged_trace_with_tail_sampling() {
+    acked_buffered_traces_survive_kill9(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_with_tail_sampling_and_encryption_at_rest_keeps_the_log_sealed() {
+    acked_buffered_traces_survive_kill9(true).await;
 }
 
 #[test]

@@ -162,6 +162,10 @@ fn tag_condition(key: &str, value: &str) -> String {
     }
 }
 
+/// The largest duration TraceQL can write, in nanoseconds: the largest f64 below 2^63 (its parser
+/// rejects 2^63 and up, and every integer up to this one reads as at most this one).
+const MAX_TRACEQL_DURATION_NANOS: u64 = (1 << 63) - 1024;
+
 /// The TraceQL query equivalent to a tag search: every tag on the same span, trace duration
 /// bounds (Tempo's `minDuration`/`maxDuration` bound the trace, in nanoseconds here). No
 /// condition at all is `{}`, every trace.
@@ -171,10 +175,15 @@ pub fn tags_to_traceql(
     max_duration_nanos: Option<u64>,
 ) -> String {
     let mut conds: Vec<String> = tags.iter().map(|(k, v)| tag_condition(k, v)).collect();
+    // TraceQL reads durations as f64 nanoseconds below 2^63; the last ~1 µs of Go's range (which
+    // `minDuration`/`maxDuration` accept) would not parse, so bounds are clamped (292 years: no
+    // trace is that long either way).
     if let Some(min) = min_duration_nanos {
+        let min = min.min(MAX_TRACEQL_DURATION_NANOS);
         conds.push(format!("traceDuration >= {min}ns"));
     }
     if let Some(max) = max_duration_nanos {
+        let max = max.min(MAX_TRACEQL_DURATION_NANOS);
         conds.push(format!("traceDuration <= {max}ns"));
     }
     if conds.is_empty() {
@@ -326,6 +335,30 @@ mod tests {
         assert_eq!(
             tags_to_traceql(&[], Some(5), None),
             "{ traceDuration >= 5ns }"
+        );
+    }
+
+    /// Found by the `tempo_params` fuzz target: `maxDuration=9223372036854775807ns` is a valid Go
+    /// duration, but the TraceQL written for it did not parse (TraceQL's limit is below 2^63 ns).
+    #[test]
+    fn duration_bounds_at_the_end_of_gos_range_still_parse() {
+        for d in [
+            i64::MAX as u64,
+            (1 << 63) - 1,
+            (1 << 63) - 513,
+            MAX_TRACEQL_DURATION_NANOS,
+        ] {
+            let q = tags_to_traceql(&pairs(&[("k", "v")]), Some(d), Some(d));
+            clew_traceql::parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
+        assert_eq!(
+            tags_to_traceql(&[], None, Some(i64::MAX as u64)),
+            "{ traceDuration <= 9223372036854774784ns }"
+        );
+        // Below the limit nothing changes.
+        assert_eq!(
+            tags_to_traceql(&[], None, Some(MAX_TRACEQL_DURATION_NANOS - 1)),
+            "{ traceDuration <= 9223372036854774783ns }"
         );
     }
 

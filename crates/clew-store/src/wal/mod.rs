@@ -24,6 +24,7 @@ pub mod record;
 
 use crate::head::{Head, HeadGen};
 use crate::metrics::StoreMetrics;
+use crate::quarantine::Quarantine;
 use crate::StoreError;
 use clew_encryption::{KeyError, KeyManager, WalKey, Zeroizing};
 use clew_model::SpanBatch;
@@ -84,6 +85,14 @@ pub struct ReplayReport {
     pub unreadable_records: usize,
     /// Tenants with unreadable records, sorted.
     pub unreadable_tenants: Vec<String>,
+    /// Damaged regions (a flipped byte, a malformed record) skipped in the middle of a segment or
+    /// cut off as a tail that is not a torn write. The records after a skipped region replay.
+    pub damaged_regions: usize,
+    /// Bytes of those regions.
+    pub damaged_bytes: u64,
+    /// Copies of segments with damaged regions, taken before replay changed them
+    /// (`{data_dir}/quarantine/wal/`).
+    pub quarantined_segments: Vec<PathBuf>,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -124,14 +133,14 @@ struct KeyScan {
     sealed_records: usize,
 }
 
-/// Reads a segment's key declarations (read-only; stops where the framing breaks, as replay will).
+/// Reads a segment's key declarations (read-only; skips damaged regions, as replay will).
 fn scan_segment(path: &Path, scan: &mut KeyScan) -> Result<(), StoreError> {
     let data = fs::read(path).map_err(io_err(path))?;
-    let mut offset = 0usize;
-    while offset < data.len() {
-        let Ok((body, used)) = record::frame(&data[offset..]) else {
-            break;
+    for piece in record::walk(&data) {
+        let record::Piece::Record { offset, len } = piece else {
+            continue;
         };
+        let body = &data[offset + record::HEADER_LEN..offset + len];
         match body[0] {
             record::VERSION_PLAIN => {}
             record::VERSION_SEALED => scan.sealed_records += 1,
@@ -144,7 +153,6 @@ fn scan_segment(path: &Path, scan: &mut KeyScan) -> Result<(), StoreError> {
             }
             v => return Err(unknown_version(path, offset, v)),
         }
-        offset += used;
     }
     Ok(())
 }
@@ -224,78 +232,155 @@ fn note_unreadable(unreadable: &mut Unreadable, tenant: &str, reason: impl FnOnc
         .0 += 1;
 }
 
-/// Replays one segment into `head`, truncating it at the first torn or corrupt record. Sealed
-/// records whose key is gone or that do not open are skipped and counted, not truncated.
+/// Replays one segment into `head`. A damaged region in the middle (a flipped byte: its record's
+/// checksum fails) is skipped and replay resynchronises on the next record whose frame checks
+/// (`record::walk`), so the acknowledged records after it are kept; the segment is first copied
+/// to the quarantine, then rewritten without the damage. A damaged tail is cut off (a torn write
+/// after a crash: nothing there was acknowledged; anything else is quarantined first). Sealed
+/// records whose key is gone or that do not open are skipped and counted, not cut.
 fn replay_segment(
     path: &Path,
     head: &Head,
     keys: &HashMap<KeyId, ReplayKey>,
     report: &mut ReplayReport,
     unreadable: &mut Unreadable,
+    quarantine: &Quarantine,
 ) -> Result<(), StoreError> {
     let data = fs::read(path).map_err(io_err(path))?;
-    let mut offset = 0usize;
-    while offset < data.len() {
-        match record::decode(&data[offset..]) {
-            Ok((rec, used)) => {
-                let batch = match rec {
-                    Record::Plain(batch) => Some(batch),
-                    Record::Key(_) => {
-                        report.key_records += 1;
+    // Byte ranges of the records to keep, and what is wrong elsewhere.
+    let mut keep: Vec<(usize, usize)> = Vec::new();
+    let mut damage: Vec<String> = Vec::new();
+    let mut skipped_inside = false;
+    let mut tail: Option<(usize, usize, bool)> = None;
+    for piece in record::walk(&data) {
+        let (offset, len) = match piece {
+            record::Piece::Record { offset, len } => (offset, len),
+            record::Piece::Damaged {
+                offset,
+                len,
+                error,
+                resynced,
+            } => {
+                if resynced {
+                    damage.push(format!("{len} bytes at offset {offset} skipped: {error}"));
+                    skipped_inside = true;
+                    report.damaged_regions += 1;
+                    report.damaged_bytes += len as u64;
+                } else {
+                    let torn = record::is_torn_tail(&data, offset, &error);
+                    if !torn {
+                        damage.push(format!("{len} bytes at offset {offset} cut off: {error}"));
+                        report.damaged_regions += 1;
+                        report.damaged_bytes += len as u64;
+                    }
+                    tail = Some((offset, len, torn));
+                }
+                continue;
+            }
+        };
+        let rec = match record::parse(&data[offset + record::HEADER_LEN..offset + len]) {
+            Ok(rec) => rec,
+            Err(RecordError::Version(v)) => return Err(unknown_version(path, offset, v)),
+            // The checksum matched but the content is not a record this build wrote (a bug,
+            // not the disk): skip it like damage, keep the rest.
+            Err(e) => {
+                damage.push(format!("{len} bytes at offset {offset} skipped: {e}"));
+                skipped_inside = true;
+                report.damaged_regions += 1;
+                report.damaged_bytes += len as u64;
+                continue;
+            }
+        };
+        keep.push((offset, len));
+        let batch = match rec {
+            Record::Plain(batch) => Some(batch),
+            Record::Key(_) => {
+                report.key_records += 1;
+                None
+            }
+            Record::Sealed(s) => {
+                let tenant = s.tenant.as_str();
+                match keys.get(&s.key_id) {
+                    Some(ReplayKey::Ready(k)) => match s.open(k) {
+                        Ok(batch) => Some(batch),
+                        Err(e) => {
+                            note_unreadable(unreadable, tenant, || {
+                                format!("record does not open: {e}")
+                            });
+                            None
+                        }
+                    },
+                    Some(ReplayKey::Gone(reason)) => {
+                        note_unreadable(unreadable, tenant, || reason.clone());
                         None
                     }
-                    Record::Sealed(s) => {
-                        let tenant = s.tenant.as_str();
-                        match keys.get(&s.key_id) {
-                            Some(ReplayKey::Ready(k)) => match s.open(k) {
-                                Ok(batch) => Some(batch),
-                                Err(e) => {
-                                    note_unreadable(unreadable, tenant, || {
-                                        format!("record does not open: {e}")
-                                    });
-                                    None
-                                }
-                            },
-                            Some(ReplayKey::Gone(reason)) => {
-                                note_unreadable(unreadable, tenant, || reason.clone());
-                                None
-                            }
-                            None => {
-                                note_unreadable(unreadable, tenant, || {
-                                    format!(
-                                        "no declaration of key {} in the segment",
-                                        hex::encode(s.key_id)
-                                    )
-                                });
-                                None
-                            }
-                        }
+                    None => {
+                        note_unreadable(unreadable, tenant, || {
+                            format!(
+                                "no declaration of key {} in the segment",
+                                hex::encode(s.key_id)
+                            )
+                        });
+                        None
                     }
-                };
-                if let Some(batch) = batch {
-                    report.records += 1;
-                    report.spans += batch.span_count();
-                    head.insert(vec![batch]);
                 }
-                offset += used;
             }
-            Err(RecordError::Version(v)) => return Err(unknown_version(path, offset, v)),
-            Err(e) => {
-                let cut = (data.len() - offset) as u64;
-                tracing::warn!(segment = %path.display(), offset, bytes = cut, error = %e,
-                    "WAL segment has a torn or corrupt tail; truncating to the last good record");
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_err(path))?;
-                f.set_len(offset as u64).map_err(io_err(path))?;
-                f.sync_all().map_err(io_err(path))?;
-                report.truncated_bytes += cut;
-                break;
-            }
+        };
+        if let Some(batch) = batch {
+            report.records += 1;
+            report.spans += batch.span_count();
+            head.insert(vec![batch]);
         }
     }
+    if !damage.is_empty() {
+        let reason = damage.join("; ");
+        tracing::error!(segment = %path.display(), damage = %reason,
+            "WAL segment is damaged; the damaged bytes are skipped, the segment is copied to quarantine");
+        report
+            .quarantined_segments
+            .push(quarantine.wal_segment(path, &reason)?);
+    }
+    if let Some((offset, len, torn)) = tail {
+        if torn {
+            tracing::warn!(segment = %path.display(), offset, bytes = len,
+                "WAL segment has a torn tail; truncating to the last good record");
+        }
+        report.truncated_bytes += len as u64;
+    }
+    if skipped_inside {
+        rewrite_segment(path, &data, &keep)?;
+    } else if let Some((offset, _, _)) = tail {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        f.set_len(offset as u64).map_err(io_err(path))?;
+        f.sync_all().map_err(io_err(path))?;
+    }
     report.segments += 1;
+    Ok(())
+}
+
+/// Replaces a segment with only the given record ranges (a temp file, fsynced, renamed over it,
+/// the directory fsynced), so the next start does not meet the same damage again.
+pub(crate) fn rewrite_segment(
+    path: &Path,
+    data: &[u8],
+    keep: &[(usize, usize)],
+) -> Result<(), StoreError> {
+    let tmp = path.with_extension("wal.repair");
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    for &(offset, len) in keep {
+        f.write_all(&data[offset..offset + len])
+            .map_err(io_err(&tmp))?;
+    }
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
     Ok(())
 }
 
@@ -362,6 +447,8 @@ impl Wal {
         };
         let mut report = ReplayReport::default();
         let mut unreadable = Unreadable::new();
+        // The WAL lives in `{data_dir}/wal`: its quarantine is the data dir's.
+        let quarantine = Quarantine::new(dir.parent().unwrap_or(dir));
         for &n in &segments {
             replay_segment(
                 &segment_path(dir, n),
@@ -369,8 +456,14 @@ impl Wal {
                 &replay_keys,
                 &mut report,
                 &mut unreadable,
+                &quarantine,
             )?;
         }
+        metrics.wal_damage(
+            report.damaged_regions as u64,
+            report.damaged_bytes,
+            report.quarantined_segments.len() as u64,
+        );
         for (tenant, (count, reason)) in &unreadable {
             tracing::warn!(tenant = %tenant, records = count, reason = %reason,
                 "WAL records of this tenant are unreadable and were skipped (crypto-shredded key?)");
@@ -475,6 +568,27 @@ fn push_record(
     }
 }
 
+/// Leaves a segment whose tail holds a failed write that could not be cut off: opens the next
+/// segment (replay truncates the torn tail of the old one; nothing in it was acknowledged).
+/// Returns the new segment's length (0) or the error that keeps the WAL refusing appends.
+fn heal_torn(
+    dir: &Path,
+    segment: &mut u64,
+    file: &mut File,
+    torn: &mut bool,
+) -> std::io::Result<u64> {
+    match open_segment(dir, *segment + 1) {
+        Ok(f) => {
+            *segment += 1;
+            *file = f;
+            *torn = false;
+            Ok(0)
+        }
+        Err(StoreError::Io { source, .. }) => Err(source),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
+}
+
 fn writer_loop(
     dir: PathBuf,
     mut segment: u64,
@@ -486,6 +600,8 @@ fn writer_loop(
 ) {
     // Keys declared in the current segment (reset whenever the segment changes).
     let mut declared: HashSet<KeyId> = HashSet::new();
+    // The current segment ends in bytes of a failed write that could not be cut off.
+    let mut torn = false;
     let mut pending: Option<Command> = None;
     loop {
         let cmd = match pending.take() {
@@ -527,7 +643,29 @@ fn writer_loop(
                     }
                 }
                 let started = Instant::now();
-                let result = file.write_all(&buf).and_then(|_| file.sync_data());
+                // Where this group starts: a failed write is cut back to here (below).
+                let before = if torn {
+                    // An earlier failure could neither cut its torn bytes off nor open a new
+                    // segment: writing behind them would hide these records from replay.
+                    heal_torn(&dir, &mut segment, &mut file, &mut torn)
+                } else {
+                    file.metadata().map(|m| m.len())
+                };
+                let result = before.and_then(|before| {
+                    file.write_all(&buf)
+                        .and_then(|_| file.sync_data())
+                        .inspect_err(|_| {
+                            // ENOSPC (or EIO) mid-group: nothing of it is acknowledged. Cut the
+                            // segment back to its last complete record so it stays replayable and
+                            // the next group appends behind good records; if that fails too,
+                            // move to a new segment before the next write (`torn`).
+                            let cut = file.set_len(before).and_then(|_| file.sync_data());
+                            if let Err(c) = cut {
+                                tracing::error!(error = %c, segment, "cannot cut a failed WAL write back; replay will truncate it");
+                                torn = true;
+                            }
+                        })
+                });
                 metrics.observe_fsync(started.elapsed(), buf.len(), acks.len());
                 match result {
                     Ok(()) => {
@@ -540,18 +678,17 @@ fn writer_loop(
                         tracing::error!(error = %e, segment, "WAL write failed; rejecting the group");
                         // A declaration may be in the torn part: declare again before next use.
                         declared.clear();
-                        // A partial write may have left a torn record; start a new segment so the
-                        // next records are not appended behind it (replay truncates the tail).
+                        // The error kind is kept: a full disk (`StorageFull`) is retryable for
+                        // the client, other I/O errors are internal.
                         let msg = e.to_string();
                         for a in acks {
                             let _ = a.send(Err(StoreError::Io {
                                 path: segment_path(&dir, segment).display().to_string(),
-                                source: std::io::Error::other(msg.clone()),
+                                source: std::io::Error::new(e.kind(), msg.clone()),
                             }));
                         }
-                        if let Ok(f) = open_segment(&dir, segment + 1) {
-                            segment += 1;
-                            file = f;
+                        if torn {
+                            let _ = heal_torn(&dir, &mut segment, &mut file, &mut torn);
                         }
                     }
                 }

@@ -141,6 +141,107 @@ pub fn decode(buf: &[u8]) -> Result<(Record<'_>, usize), RecordError> {
     Ok((parse(body)?, used))
 }
 
+/// One piece of a segment as a reader walks it: a record whose frame checks, or a damaged region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A framed record (checksum verified) at `offset`, `len` bytes with its header.
+    Record { offset: usize, len: usize },
+    /// Bytes that frame no record, from `offset` to the next record that does (or to the end).
+    Damaged {
+        offset: usize,
+        len: usize,
+        error: RecordError,
+        /// Whether a good record follows: a damaged region in the middle (skipped), not a tail
+        /// (cut off).
+        resynced: bool,
+    },
+}
+
+/// Whether a damaged tail looks like an interrupted write (a record cut short by the end of
+/// the file, or zeros a crash left in a preallocated tail) rather than damage to written data.
+pub fn is_torn_tail(data: &[u8], offset: usize, error: &RecordError) -> bool {
+    matches!(error, RecordError::Truncated { .. })
+        || data
+            .get(offset..)
+            .is_some_and(|t| t.iter().all(|&b| b == 0))
+}
+
+/// Cheap plausibility of a record header at `at` before its checksum is computed: a length that
+/// fits, a known version and a tenant name of valid length and characters. It keeps resync from
+/// hashing megabytes at every byte of a damaged region.
+fn plausible(data: &[u8], at: usize) -> bool {
+    let Some(h) = data.get(at..at + HEADER_LEN + 3) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    if !(3..=MAX_RECORD_BYTES).contains(&len) || at + HEADER_LEN + len > data.len() {
+        return false;
+    }
+    if !matches!(h[8], VERSION_PLAIN | VERSION_SEALED | VERSION_KEY) {
+        return false;
+    }
+    let tlen = u16::from_le_bytes([h[9], h[10]]) as usize;
+    if tlen == 0 || tlen > clew_model::tenant::MAX_TENANT_LEN || 3 + tlen > len {
+        return false;
+    }
+    data[at + HEADER_LEN + 3..at + HEADER_LEN + 3 + tlen]
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Where the next record whose frame checks starts, after damage at `offset`. First where the
+/// damaged record's own length says it ends (a flipped byte in its body leaves the length
+/// intact), then every following byte. A false match needs a plausible header and a CRC-32 match
+/// (odds about 2^-32 per candidate that passes the header test).
+pub fn resync(data: &[u8], offset: usize) -> Option<usize> {
+    let try_at = |p: usize| plausible(data, p) && frame(&data[p..]).is_ok();
+    if let Some(h) = data.get(offset..offset + HEADER_LEN) {
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let next = offset.saturating_add(HEADER_LEN).saturating_add(len);
+        if len > 0 && next < data.len() && try_at(next) {
+            return Some(next);
+        }
+    }
+    (offset + 1..data.len().saturating_sub(HEADER_LEN)).find(|&p| try_at(p))
+}
+
+/// Splits a segment into records and damaged regions. Replay uses it to skip a damaged record
+/// in the middle of a segment (the acknowledged records after it stay) and to cut a damaged tail;
+/// `clew fsck` to report both.
+pub fn walk(data: &[u8]) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut offset = 0usize;
+    while offset < data.len() {
+        match frame(&data[offset..]) {
+            Ok((_, used)) => {
+                out.push(Piece::Record { offset, len: used });
+                offset += used;
+            }
+            Err(error) => match resync(data, offset) {
+                Some(next) => {
+                    out.push(Piece::Damaged {
+                        offset,
+                        len: next - offset,
+                        error,
+                        resynced: true,
+                    });
+                    offset = next;
+                }
+                None => {
+                    out.push(Piece::Damaged {
+                        offset,
+                        len: data.len() - offset,
+                        error,
+                        resynced: false,
+                    });
+                    break;
+                }
+            },
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,8 +142,15 @@ impl Server {
                 if log.contains("Address already in use") || log.contains("address in use") {
                     return None;
                 }
+                // The error itself comes before its backtrace: show it, then the tail.
+                let error = log
+                    .find("Error: ")
+                    .map(|i| log.get(i..(i + 2000).min(log.len())).unwrap_or(&log[i..]))
+                    .unwrap_or("");
                 let tail = &log[log.len().saturating_sub(4000)..];
-                panic!("server exited during start-up ({status}); log: {tail}");
+                panic!(
+                    "server exited during start-up ({status}); error: {error}\n…log tail: {tail}"
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
