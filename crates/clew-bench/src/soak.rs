@@ -34,7 +34,7 @@ const MAX_RATE: u64 = 80_000;
 pub struct SoakArgs {
     #[arg(long, default_value = "target/release/clew")]
     pub clew_bin: PathBuf,
-    #[arg(long, default_value = "1h", value_parser = crate::humantime_secs)]
+    #[arg(long, default_value = "60m", value_parser = crate::humantime_secs)]
     pub duration: Duration,
     /// What Clew sustains, spans/s (default: BENCHMARKS.md's ingest figure).
     #[arg(long, default_value_t = MAX_RATE)]
