@@ -292,6 +292,60 @@ def test_manual_spans_python(clew):
     assert [e["name"] for e in settle["events"]] == ["exception"]
 
 
+def test_manual_spans_rust(clew):
+    """examples/guides/manual-spans/checkout.rs, built by `cargo build --workspace --all-targets` as the
+    clew-propagation example `manual_spans`, exporting OTLP/HTTP JSON to Clew."""
+    exe = REPO_ROOT / "target" / "debug" / "examples" / "manual_spans"
+    assert exe.exists(), f"{exe} missing: run `cargo build -p clew-propagation --example manual_spans`"
+    service = unique("shop-rs")
+    out = subprocess.run([str(exe)], env=example_env(service, clew.http_url), capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, f"manual_spans failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+    ids = json.loads(out.stdout)
+
+    spans = {s["name"]: s for s in v3_spans(clew, ids["checkout"], 3)}
+    assert sorted(spans) == ["apply-discount", "checkout", "validate-cart"]
+    co, val, disc = spans["checkout"], spans["validate-cart"], spans["apply-discount"]
+    assert co["kind"] in (2, "SPAN_KIND_SERVER")
+    assert not co.get("parentSpanId")
+    assert val["parentSpanId"].lower() == co["spanId"].lower() == disc["parentSpanId"].lower()
+    # Typed values: integers stay integers (a string in OTLP JSON, but under intValue).
+    a = {kv["key"]: kv["value"] for kv in co["attributes"]}
+    assert a["app.cart.items"] == {"intValue": "2"} or a["app.cart.items"] == {"intValue": 2}
+    assert a["app.cart.total_cents"] in ({"intValue": "1749"}, {"intValue": 1749})
+    assert a["app.payment.method"] == {"stringValue": "card"}
+    assert [(e["name"], attrs(e)) for e in co["events"]] == [("discount.skipped", {"app.coupon": "SPRING24"})]
+    assert co["status"].get("code") in (None, 0, "STATUS_CODE_UNSET")  # the checkout itself went on
+
+    (validated,) = val["events"]
+    assert validated["name"] == "cart.validated"
+    skus = {kv["key"]: kv["value"] for kv in validated["attributes"]}["app.cart.skus"]
+    assert [v["stringValue"] for v in skus["arrayValue"]["values"]] == ["sku-1", "sku-2"]
+
+    assert attrs(disc)["app.coupon"] == "SPRING24"
+    assert disc["status"]["code"] in (2, "STATUS_CODE_ERROR") and disc["status"]["message"] == "coupon SPRING24 expired"
+    (exc,) = disc["events"]
+    assert exc["name"] == "exception"
+    assert attrs(exc) == {"exception.type": "CouponExpired", "exception.message": "coupon SPRING24 expired"}
+
+    (settle,) = v3_spans(clew, ids["settlement"], 1)
+    assert settle["name"] == "settle-payments"
+    assert settle["status"]["code"] in (2, "STATUS_CODE_ERROR") and settle["status"]["message"] == "provider timeout"
+    (link,) = settle["links"]
+    assert link["traceId"].lower() == ids["checkout"] and link["spanId"].lower() == co["spanId"].lower()
+    assert attrs(link) == {"app.link": "settles"}
+    (exc,) = settle["events"]
+    assert exc["name"] == "exception"
+    assert attrs(exc)["exception.message"] == "payment provider did not answer within 5s"
+
+    # The resource (OTEL_SERVICE_NAME) and the instrumentation scope the SDK set up.
+    (rs,) = requests.get(f"{clew.query_url}/api/v3/traces/{ids['checkout']}", timeout=10).json()["result"]["resourceSpans"]
+    assert attrs(rs["resource"])["service.name"] == service
+    assert [(ss["scope"]["name"], ss["scope"].get("version")) for ss in rs["scopeSpans"]] == [("shop.checkout", "1.0.0")]
+    found = search(clew, service)
+    assert {ids["checkout"], ids["settlement"]} <= {t["traceID"] for t in found}
+
+
 # -- guide: when to use tail-based sampling --------------------------------------------------------------
 
 TAIL_CONFIG = REPO_ROOT / "examples" / "config" / "tail-errors-slow-10pct.yaml"
