@@ -29,7 +29,21 @@ export function freePort() {
   });
 }
 
-export async function startClew({ extraArgs = [] } = {}) {
+/**
+ * Starts `clew serve` on free ports. A port found free can be taken by a parallel test before
+ * clew binds it: a start that fails with "Address already in use" is retried on new ports.
+ */
+export async function startClew(opts = {}) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startClewOnce(opts);
+    } catch (e) {
+      if (attempt >= 4 || !/Address already in use/.test(String(e.message))) throw e;
+    }
+  }
+}
+
+async function startClewOnce({ extraArgs = [] } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'clew-e2e-'));
   const [g, h, z, q, sp, tp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
   const logPath = path.join(dir, 'clew.log');
@@ -81,7 +95,20 @@ export async function startClew({ extraArgs = [] } = {}) {
   };
   const deadline = Date.now() + 30000;
   for (;;) {
-    if (exited) throw new Error(`clew serve exited early (${JSON.stringify(exited)}); log:\n${server.logTail()}`);
+    if (exited) {
+      // The whole log: with RUST_BACKTRACE set, the error's backtrace pushes the message out of the tail.
+      let full = '';
+      try {
+        full = readFileSync(logPath, 'utf8');
+      } catch {
+        /* none */
+      }
+      const i = full.indexOf('Error: ');
+      const error = i >= 0 ? full.slice(i, i + 1500) : '';
+      const message = `clew serve exited early (${JSON.stringify(exited)}); error: ${error}\nlog:\n${server.logTail()}`;
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(message);
+    }
     try {
       const r = await fetch(`${server.query}/ready`);
       if (r.ok) break;
