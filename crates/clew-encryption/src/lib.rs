@@ -64,6 +64,7 @@ mod provider;
 pub mod sealed;
 pub mod sealed_record;
 pub mod secrets;
+pub mod segment_files;
 mod sigv4;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

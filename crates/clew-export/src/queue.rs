@@ -411,20 +411,7 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<u64>, QueueError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name();
-        if let Some(n) = name
-            .to_string_lossy()
-            .strip_suffix(".seg")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            out.push(n);
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
+    clew_encryption::segment_files::list(dir, ".seg").map_err(io_err(dir))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), QueueError> {

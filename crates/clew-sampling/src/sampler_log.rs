@@ -135,20 +135,7 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 
 /// Segment numbers in `dir`, ascending.
 pub fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name();
-        if let Some(n) = name
-            .to_string_lossy()
-            .strip_suffix(".slog")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            out.push(n);
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
+    clew_encryption::segment_files::list(dir, ".slog").map_err(io_err(dir))
 }
 
 pub fn unix_ms() -> u64 {

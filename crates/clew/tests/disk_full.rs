@@ -14,8 +14,7 @@
 use clew_model::otlp::collector::trace_service_client::TraceServiceClient;
 use clew_model::otlp::collector::ExportTraceServiceRequest;
 use clew_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
-use clew_model::otlp::resource::Resource;
-use clew_model::otlp::trace::{ResourceSpans, ScopeSpans, Span};
+use clew_model::otlp::trace::Span;
 use clew_model::otlp::Message;
 mod common;
 use common::Server;
@@ -129,25 +128,7 @@ fn request(trace: &[u8], seed: u64) -> ExportTraceServiceRequest {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(Value::StringValue("disk-full".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    common::one_service_request("disk-full", spans)
 }
 
 /// (status, Retry-After) of an OTLP/HTTP export.

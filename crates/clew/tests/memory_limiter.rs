@@ -11,8 +11,7 @@
 use clew_model::otlp::collector::trace_service_client::TraceServiceClient;
 use clew_model::otlp::collector::ExportTraceServiceRequest;
 use clew_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
-use clew_model::otlp::resource::Resource;
-use clew_model::otlp::trace::{ResourceSpans, ScopeSpans, Span};
+use clew_model::otlp::trace::Span;
 use clew_model::otlp::Message;
 mod common;
 use common::Server;
@@ -101,25 +100,7 @@ fn request(trace: &[u8]) -> ExportTraceServiceRequest {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(Value::StringValue("overload".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    common::one_service_request("overload", spans)
 }
 
 async fn stored(server: &Server, trace: &[u8]) -> usize {

@@ -108,20 +108,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 /// Segment numbers present in `dir`, ascending.
 pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if let Some(n) = name
-            .strip_suffix(".wal")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            out.push(n);
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
+    clew_encryption::segment_files::list(dir, ".wal").map_err(io_err(dir))
 }
 
 /// What the pre-pass over the segments found.

@@ -196,3 +196,25 @@ pub fn ok(o: &Output, what: &str) -> String {
     );
     String::from_utf8_lossy(&o.stdout).to_string()
 }
+
+/// An export request of `spans`, all of one resource with `service.name` = `service`.
+pub fn one_service_request(
+    service: &str,
+    spans: Vec<clew_model::otlp::trace::Span>,
+) -> clew_model::otlp::collector::ExportTraceServiceRequest {
+    use clew_model::otlp::resource::Resource;
+    use clew_model::otlp::trace::{ResourceSpans, ScopeSpans};
+    clew_model::otlp::collector::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![clew_model::attrs::kv_str("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
