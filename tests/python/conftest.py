@@ -97,3 +97,13 @@ def clew_factory(request, tmp_path):
 
     yield make
     _teardown(servers)
+
+
+@pytest.fixture
+def kafka_broker(tmp_path):
+    """A real Kafka-protocol broker (Tansu, in-memory) on a free loopback port, owned by one test."""
+    from kafka_broker import KafkaBroker
+
+    broker = KafkaBroker(tmp_path / "tansu.log").start()
+    yield broker
+    broker.stop()

@@ -416,3 +416,168 @@ def test_baggage_user_ids_are_stored_only_as_pseudonyms(clew_factory, monkeypatc
     assert "tenant.plan=gold" in internal_baggage
     if not leak:
         assert f"user.id={out['pseudonym']}" in internal_baggage and "user-4242" not in internal_baggage
+
+
+# -- guide: propagating trace context through Kafka consumers --------------------------------------------
+
+PRODUCER, CONSUMER = (4, "SPAN_KIND_PRODUCER"), (5, "SPAN_KIND_CONSUMER")
+KAFKA_ORDERS = REPO_ROOT / "target" / "debug" / "examples" / "kafka_orders"
+
+
+def kafka_example(lang: str, clew, service: str, *args: str) -> dict:
+    """Runs the guide's Python script (`producer.py` / `consumer.py`) or the Rust example
+    (`kafka_orders produce|consume`, built by scripts/test) with the same arguments."""
+    if lang == "python":
+        script, rest = args[0], args[1:]
+        return json.loads(run_example("kafka", f"{script}.py", service, f"http://{clew.grpc_endpoint}", *rest))
+    if not KAFKA_ORDERS.exists():
+        build = "cargo build -p clew-kafka --example kafka_orders"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{KAFKA_ORDERS} missing in CI: scripts/test builds it with `{build}`")
+        pytest.skip(f"{KAFKA_ORDERS} not built (scripts/test builds it: `{build}`)")
+    command = {"producer": "produce", "consumer": "consume"}[args[0]]
+    # The Rust consumer has no broken mode; its batch mode is a flag.
+    rest = ["--batch" if a == "batch" else a for a in args[1:] if a not in ("--mode", "each")]
+    out = subprocess.run([str(KAFKA_ORDERS), command, *rest], env=example_env(service, clew.http_url),
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, f"kafka_orders {command} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+    return json.loads(out.stdout)
+
+
+def produce_and_consume(kafka_broker, clew, producer: str, consumer: str, mode: str, count: int = 3):
+    """Creates a fresh topic, produces `count` orders, consumes them; returns (produced, consumed,
+    producer service, consumer service, topic)."""
+    topic, group = unique("orders"), unique("billing")
+    kafka_broker.create_topic(topic)
+    psvc, csvc = unique(f"orders-{producer[:2]}"), unique(f"billing-{consumer[:2]}")
+    common = ("--bootstrap", kafka_broker.bootstrap, "--topic", topic, "--count", str(count))
+    produced = kafka_example(producer, clew, psvc, "producer", *common)
+    consumed = kafka_example(consumer, clew, csvc, "consumer", *common, "--group", group, "--mode", mode)
+    assert len(produced["traces"]) == count and len(set(produced["traces"])) == count
+    return produced, consumed, psvc, csvc, topic
+
+
+def kafka_spans(clew, trace_id: str, n: int) -> dict[str, list[tuple[str, dict]]]:
+    """The trace's spans by name, each with its service, once at least `n` are stored."""
+    v3_spans(clew, trace_id, n)
+    r = requests.get(f"{clew.query_url}/api/v3/traces/{trace_id}", timeout=10).json()
+    out: dict[str, list[tuple[str, dict]]] = {}
+    for rs in r["result"]["resourceSpans"]:
+        service = attrs(rs["resource"])["service.name"]
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                out.setdefault(s["name"], []).append((service, s))
+    return out
+
+
+def links_of(span: dict) -> list[tuple[str, str]]:
+    return [(l["traceId"].lower(), l["spanId"].lower()) for l in span.get("links", [])]
+
+
+def graph_edge(clew, source: str, target: str, want: int, timeout: float = 10.0) -> dict | None:
+    """The live service graph's `source` → `target` edge, once it has `want` requests (or at the
+    timeout, whatever it has)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        g = requests.get(f"{clew.query_url}/api/doctor/service-graph", timeout=10).json()
+        edge = next((e for e in g["edges"] if (e["source"], e["target"]) == (source, target)), None)
+        if (edge and edge["requests"] >= want) or time.monotonic() > deadline:
+            return edge
+        time.sleep(0.3)
+
+
+def assert_producer_trace(spans: dict, psvc: str, topic: str, send_id: str) -> None:
+    """place-order → send {topic} (PRODUCER), both in the producer's service."""
+    ((s1, order),) = spans["place-order"]
+    ((s2, send),) = spans[f"send {topic}"]
+    assert s1 == s2 == psvc
+    assert not order.get("parentSpanId")
+    assert send["kind"] in PRODUCER and send["spanId"].lower() == send_id
+    assert send["parentSpanId"].lower() == order["spanId"].lower()
+    a = attrs(send)
+    assert (a["messaging.system"], a["messaging.destination.name"]) == ("kafka", topic)
+
+
+@pytest.mark.parametrize("producer,consumer", [("python", "python"), ("rust", "rust"), ("python", "rust"),
+                                               ("rust", "python")])
+def test_kafka_consumer_continues_the_producer_trace(clew, kafka_broker, producer, consumer):
+    """The per-message consumer: producer and consumer spans are one trace, the process span a child
+    of the send span. W3C headers written by one language are read by the other."""
+    produced, consumed, psvc, csvc, topic = produce_and_consume(kafka_broker, clew, producer, consumer, "each")
+    # One partition: records are consumed in the order they were produced.
+    assert consumed["traces"] == produced["traces"]
+    for trace_id, send_id, process_id in zip(produced["traces"], produced["send_spans"], consumed["process_spans"]):
+        spans = kafka_spans(clew, trace_id, 4)
+        assert sorted(spans) == ["charge-card", "place-order", f"process {topic}", f"send {topic}"], spans.keys()
+        assert_producer_trace(spans, psvc, topic, send_id)
+        ((s, process),) = spans[f"process {topic}"]
+        assert s == csvc and process["kind"] in CONSUMER and process["spanId"].lower() == process_id
+        assert process["parentSpanId"].lower() == send_id
+        # The semantic conventions' link to the creation context, besides the parent.
+        assert links_of(process) == [(trace_id, send_id)]
+        a = attrs(process)
+        assert (a["messaging.system"], a["messaging.destination.name"]) == ("kafka", topic)
+        assert a["messaging.operation.type"] == "process"
+        ((s, charge),) = spans["charge-card"]
+        assert s == csvc and charge["parentSpanId"].lower() == process_id
+        t = jaeger_trace(clew, trace_id, 4)
+        assert_whole(t)
+        assert services_of(t) == {psvc, csvc}
+    assert doctor_findings(clew, csvc) == []
+    # The service graph pairs each send span with its process child: an orders → billing edge.
+    edge = graph_edge(clew, psvc, csvc, 3)
+    assert edge is not None and (edge["requests"], edge["errors"]) == (3, 0), edge
+
+
+@pytest.mark.parametrize("producer,consumer", [("python", "python"), ("rust", "rust")])
+def test_kafka_batch_consumer_links_every_message(clew, kafka_broker, producer, consumer):
+    """The batch consumer: one process span in a trace of its own, with a link to each record's
+    send span (its creation context); the producers' traces stay whole and the doctor is quiet."""
+    produced, consumed, psvc, csvc, topic = produce_and_consume(kafka_broker, clew, producer, consumer, "batch")
+    (batch_trace,) = consumed["traces"]
+    (process_id,) = consumed["process_spans"]
+    assert batch_trace not in produced["traces"]
+    spans = kafka_spans(clew, batch_trace, 4)
+    assert sorted(spans) == ["charge-card", f"process {topic}"], spans.keys()
+    ((s, process),) = spans[f"process {topic}"]
+    assert s == csvc and process["kind"] in CONSUMER and process["spanId"].lower() == process_id
+    assert not process.get("parentSpanId")
+    assert links_of(process) == list(zip(produced["traces"], produced["send_spans"]))
+    # Each link says which record it came from.
+    assert [str(attrs(l)["messaging.kafka.offset"]) for l in process["links"]] == ["0", "1", "2"]
+    assert attrs(process)["messaging.batch.message_count"] in (3, "3")
+    # The business logic runs under the batch's span.
+    assert [c["parentSpanId"].lower() for _, c in spans["charge-card"]] == [process_id] * 3
+    for trace_id, send_id in zip(produced["traces"], produced["send_spans"]):
+        spans = kafka_spans(clew, trace_id, 2)
+        assert sorted(spans) == ["place-order", f"send {topic}"]
+        assert_producer_trace(spans, psvc, topic, send_id)
+    # A new trace with links is deliberate: not a lost context, and no producer → consumer edge.
+    assert doctor_findings(clew, csvc) == []
+    assert graph_edge(clew, psvc, csvc, 1, timeout=1.0) is None
+
+
+def test_kafka_consumer_ignoring_headers_splits_every_trace(clew, kafka_broker):
+    """The broken consumer: each record gives two traces, and `clew doctor` names the topic's send span."""
+    produced, consumed, psvc, csvc, topic = produce_and_consume(kafka_broker, clew, "python", "python", "ignore-headers")
+    assert not set(consumed["traces"]) & set(produced["traces"])
+    assert len(set(consumed["traces"])) == 3
+    for trace_id, process_id in zip(consumed["traces"], consumed["process_spans"]):
+        spans = kafka_spans(clew, trace_id, 2)
+        assert sorted(spans) == ["charge-card", f"process {topic}"]
+        ((s, process),) = spans[f"process {topic}"]
+        assert s == csvc and process["kind"] in CONSUMER and process["spanId"].lower() == process_id
+        assert not process.get("parentSpanId") and not process.get("links")
+    for trace_id, send_id in zip(produced["traces"], produced["send_spans"]):
+        spans = kafka_spans(clew, trace_id, 2)
+        assert sorted(spans) == ["place-order", f"send {topic}"]
+        assert_producer_trace(spans, psvc, topic, send_id)
+
+    # What the guide says `clew doctor` reports.
+    found = wait_findings(clew, csvc, 3)
+    assert [f["kind"] for f in found] == ["context_lost_between_services"], found
+    f = found[0]
+    assert (f["from_service"], f["to_service"], f["operation"], f["count"]) == (psvc, csvc, f"send {topic}", 3)
+    assert set(f["example_trace_ids"]) <= set(produced["traces"]) and f["example_trace_ids"]
+    assert set(f["example_new_trace_ids"]) <= set(consumed["traces"]) and f["example_new_trace_ids"]
+    assert f["message"] == f"context lost from {psvc} to {csvc} on send {topic}: 3 occurrences"

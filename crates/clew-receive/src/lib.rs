@@ -15,6 +15,9 @@
 //!   run their own tonic server).
 //! - [`otlp_http_router`]: `POST /v1/traces` (protobuf or JSON, gzip or identity).
 //! - [`zipkin_router`]: `POST /api/v2/spans` (Zipkin v2 JSON, gzip or identity), answered `202`.
+//! - [`MessageReceiver`]: one message from a broker (`clew-kafka`'s Kafka receiver) in the
+//!   Collector's encodings, with its tenant in a message header; the outcome says whether to
+//!   commit it, skip it or read it again.
 //!
 //! All three take a [`ReceiverConfig`] (tenant header, size limit) and share one
 //! [`ReceiverMetrics`], which the binary registers once in its Prometheus registry. Call
@@ -33,6 +36,7 @@ mod errors;
 mod grpc;
 mod http;
 mod ingest;
+mod message;
 pub mod metadata;
 mod metrics;
 mod tenant;
@@ -44,6 +48,7 @@ pub use grpc::{
     OtlpGrpcService,
 };
 pub use http::otlp_http_router;
+pub use message::{MessageEncoding, MessageOutcome, MessageReceiver};
 pub use metrics::{Outcome, Protocol, ReceiverMetrics, RejectReason};
 pub use zipkin_http::zipkin_router;
 

@@ -14,6 +14,8 @@ pub enum Protocol {
     OtlpGrpc,
     OtlpHttp,
     Zipkin,
+    /// A message from a Kafka topic (`clew-kafka`'s receiver).
+    Kafka,
 }
 
 impl Protocol {
@@ -22,6 +24,7 @@ impl Protocol {
             Protocol::OtlpGrpc => "otlp_grpc",
             Protocol::OtlpHttp => "otlp_http",
             Protocol::Zipkin => "zipkin",
+            Protocol::Kafka => "kafka",
         }
     }
 }

@@ -83,6 +83,24 @@ impl TenantResolver {
     fn parse(&self, text: &str) -> Result<Tenant, Rejection> {
         Tenant::new(text).map_err(|e| Rejection::BadTenant(format!("{}: {e}", self.display)))
     }
+
+    /// Whether a header named `name` (any case) is the tenant header: for transports whose
+    /// headers are not an HTTP `HeaderMap` (Kafka record headers).
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(self.header.as_str())
+    }
+
+    pub(crate) fn display(&self) -> &str {
+        &self.display
+    }
+
+    pub(crate) fn default_tenant(&self) -> Tenant {
+        self.default.clone()
+    }
+
+    pub(crate) fn parse_tenant(&self, text: &str) -> Result<Tenant, Rejection> {
+        self.parse(text)
+    }
 }
 
 #[cfg(test)]

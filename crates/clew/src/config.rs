@@ -153,6 +153,8 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
 pub struct Receivers {
     pub otlp: Option<Otlp>,
     pub zipkin: Option<Endpoint>,
+    /// Consume spans from a Kafka topic (the Collector's `kafka` receiver; off unless configured).
+    pub kafka: Option<clew_kafka::KafkaReceiverConfig>,
 }
 
 impl Default for Receivers {
@@ -164,6 +166,7 @@ impl Default for Receivers {
                 tls: None,
                 auth: None,
             }),
+            kafka: None,
         }
     }
 }
@@ -691,6 +694,11 @@ impl Config {
         }
         if self.receivers.zipkin.is_some() {
             network.push("zipkin");
+        }
+        if let Some(k) = &self.receivers.kafka {
+            k.validate()
+                .map_err(|e| anyhow::anyhow!("key `receivers.kafka.{}`: {}", e.key, e.message))?;
+            network.push("kafka");
         }
         self.graph = crate::graph::check(
             &self.service.pipelines,

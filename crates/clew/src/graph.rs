@@ -12,8 +12,9 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Receivers that take traffic from the network (the rest of a pipeline's receivers are connectors).
-pub const NETWORK_RECEIVERS: &[&str] = &["otlp", "zipkin"];
-pub const EXPORTER_TYPES: &[&str] = &["clew_store", "otlp", "otlphttp", "debug"];
+/// (`kafka` reads a topic rather than listening, but it is wired the same way.)
+pub const NETWORK_RECEIVERS: &[&str] = &["otlp", "zipkin", "kafka"];
+pub const EXPORTER_TYPES: &[&str] = &["clew_store", "otlp", "otlphttp", "kafka", "debug"];
 pub const CONNECTOR_TYPES: &[&str] = &["routing"];
 /// The local store: the default exporter of a pipeline that names none.
 pub const STORE_EXPORTER: &str = "clew_store";
@@ -37,6 +38,7 @@ pub enum ExporterConfig {
     Otlp(Box<clew_export::OtlpExporterConfig>),
     OtlpHttp(Box<clew_export::OtlpExporterConfig>),
     Debug(clew_export::DebugConfig),
+    Kafka(Box<clew_kafka::KafkaExporterConfig>),
 }
 
 /// A configured connector.
@@ -99,6 +101,12 @@ pub fn parse_exporters(
             "otlp" => ExporterConfig::Otlp(Box::new(section(&key, value)?)),
             "otlphttp" => ExporterConfig::OtlpHttp(Box::new(section(&key, value)?)),
             "debug" => ExporterConfig::Debug(section(&key, value)?),
+            "kafka" => {
+                let c: clew_kafka::KafkaExporterConfig = section(&key, value)?;
+                c.validate()
+                    .map_err(|e| anyhow::anyhow!("key `{key}.{}`: {}", e.key, e.message))?;
+                ExporterConfig::Kafka(Box::new(c))
+            }
             other => bail!(
                 "key `{key}`: unknown exporter type {other:?} (fix: one of {}; the type is the part before `/`)",
                 EXPORTER_TYPES.join(", ")

@@ -8,7 +8,7 @@
 //!   sampling) forwards its kept traces through the processors after it, ending in its exporters
 //!   (several: each gets every batch).
 //! * Exporters: `clew_store` (the local store), `otlp`/`otlphttp` (through a durable queue),
-//!   `debug`; a connector (`routing`) is the exporter of the pipelines feeding it and sends into the
+//!   `kafka` (acknowledged by the broker), `debug`; a connector (`routing`) is the exporter of the pipelines feeding it and sends into the
 //!   pipelines it routes to, which are built first.
 //!
 //! Shutdown runs upstream first, so what a pipeline releases (tail sampling) still flows through
@@ -34,6 +34,9 @@ pub struct Built {
     pipelines: Vec<(String, Arc<Pipeline>)>,
     ingresses: Vec<Arc<Pipeline>>,
     exporters: Vec<(String, Arc<clew_export::OtlpExporter>)>,
+    kafka_exporters: Vec<Arc<clew_kafka::KafkaExporter>>,
+    /// Shared with the Kafka receiver (registered once).
+    pub kafka_metrics: clew_kafka::KafkaMetrics,
 }
 
 impl Built {
@@ -54,6 +57,10 @@ impl Built {
         for (name, e) in &self.exporters {
             e.shutdown().await;
             tracing::info!(exporter = %name, "exporter stopped (its queue stays on disk)");
+        }
+        for e in &self.kafka_exporters {
+            e.shutdown().await;
+            tracing::info!(exporter = %e.name(), "exporter stopped");
         }
         match first {
             Some(e) => Err(e),
@@ -79,6 +86,8 @@ pub async fn build(
     // Exporters that some pipeline uses.
     let mut sinks: HashMap<String, Arc<dyn SpanSink>> = HashMap::new();
     let mut queued = Vec::new();
+    let mut kafka_exporters = Vec::new();
+    let kafka_metrics = clew_kafka::KafkaMetrics::default();
     let export_metrics = clew_export::ExporterMetrics::default();
     let mut any_export = false;
     for (name, e) in &graph.exporters {
@@ -111,11 +120,20 @@ pub async fn build(
                 any_export = true;
                 Arc::new(clew_export::DebugExporter::new(name, c, &export_metrics))
             }
+            ExporterConfig::Kafka(c) => {
+                let exp = Arc::new(clew_kafka::KafkaExporter::start(name, c, &kafka_metrics)?);
+                tracing::info!(exporter = %name, brokers = %c.brokers.join(","), topic = c.topic(), "Kafka exporter started");
+                kafka_exporters.push(exp.clone());
+                exp
+            }
         };
         sinks.insert(name.clone(), sink);
     }
     if any_export {
         export_metrics.register(registry);
+    }
+    if !kafka_exporters.is_empty() || cfg.receivers.kafka.is_some() {
+        kafka_metrics.register(registry);
     }
 
     let hash_keys = provider_hash_keys(cfg, keys.as_ref()).await?;
@@ -180,6 +198,8 @@ pub async fn build(
         pipelines: order,
         ingresses,
         exporters: queued,
+        kafka_exporters,
+        kafka_metrics,
     })
 }
 

@@ -248,6 +248,38 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         servers.spawn(serve_http(listener, app, gate, shutdown, "Zipkin receiver"));
     }
 
+    if let (Some(k), Some(sink)) = (&cfg.receivers.kafka, pipelines.receivers.get("kafka")) {
+        // A message is checked like an OTLP request; its tenant is its tenant header (the
+        // broker is trusted: no gate), its metadata the record headers processors ask for.
+        let mut metadata_keys = rcfg.metadata_keys.clone();
+        metadata_keys.extend(k.metadata_keys.iter().cloned());
+        let c = ReceiverConfig {
+            tenant_header: k
+                .tenant_header
+                .clone()
+                .unwrap_or_else(|| rcfg.tenant_header.clone()),
+            max_message_bytes: k.max_message_bytes,
+            include_metadata: !metadata_keys.is_empty(),
+            metadata_keys,
+            ..rcfg.clone()
+        };
+        let messages = clew_receive::MessageReceiver::new(
+            sink.clone(),
+            &c,
+            receiver_metrics.clone(),
+            clew_receive::Protocol::Kafka,
+        )
+        .context("key `receivers.kafka`")?;
+        let receiver =
+            clew_kafka::KafkaReceiver::start("kafka", k, messages, &pipelines.kafka_metrics)?;
+        let shutdown = stopped();
+        servers.spawn(async move {
+            shutdown.await;
+            receiver.shutdown().await;
+            Ok(())
+        });
+    }
+
     if let Some((endpoint, source, _)) = &remote {
         let listener = bind(&cfg, "extensions.jaeger_remote_sampling.http", Alpn::Http).await?;
         tracing::info!(endpoint = %endpoint, "Jaeger remote sampling listening (GET /sampling?service=S)");
