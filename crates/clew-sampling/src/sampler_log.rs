@@ -49,6 +49,8 @@ use clew_encryption::sealed::record::RecordKey;
 use clew_encryption::sealed_record::{self as codec, Body, EnvelopeJson, KeyId, Layout};
 use clew_encryption::{KeyError, KeyManager, WalKey};
 use clew_model::otlp::trace::ResourceSpans;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -76,6 +78,71 @@ pub enum Decision {
     /// Exported to another instance (partition handoff): no longer this log's to replay.
     HandedOff,
 }
+
+impl Decision {
+    /// The `decision` label of its metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Dropped => "dropped",
+            Decision::Kept(_) => "kept",
+            Decision::HandedOff => "handed_off",
+        }
+    }
+}
+
+/// What one sampler log did, for `/metrics` (registered, labelled by processor, in
+/// [`crate::tail::TailMetrics`]; [`crate::tail::TailCore::attach_log`] binds them). Before they
+/// are bound the log counts into detached ones, and binding carries those counts over, so what
+/// start-up did (replay, the rewrite into a fresh segment) is not lost.
+#[derive(Clone, Debug, Default)]
+pub struct LogMetrics {
+    /// Bytes of the log's segment files on disk.
+    pub bytes: Gauge,
+    /// Segment files on disk.
+    pub segments: Gauge,
+    /// Spans records appended (fsynced).
+    pub spans_records: Counter,
+    /// Decision records appended (fsynced).
+    pub decided_records: Counter,
+    /// `fdatasync` calls (one per group commit).
+    pub fsyncs: Counter,
+    /// Undecided traces rebuilt from the log at start-up.
+    pub replayed_traces: Counter,
+    /// Of those, the ones decided since, by their decision (durably logged).
+    pub replayed_kept: Counter,
+    pub replayed_dropped: Counter,
+    pub replayed_handed_off: Counter,
+}
+
+impl LogMetrics {
+    fn replayed_decided(&self, label: &str) -> &Counter {
+        match label {
+            "kept" => &self.replayed_kept,
+            "dropped" => &self.replayed_dropped,
+            _ => &self.replayed_handed_off,
+        }
+    }
+
+    /// Moves what `old` counted into `self` (counters add, gauges are overwritten).
+    fn take_over(&self, old: &LogMetrics) {
+        self.bytes.set(old.bytes.get());
+        self.segments.set(old.segments.get());
+        for (new, old) in [
+            (&self.spans_records, &old.spans_records),
+            (&self.decided_records, &old.decided_records),
+            (&self.fsyncs, &old.fsyncs),
+            (&self.replayed_traces, &old.replayed_traces),
+            (&self.replayed_kept, &old.replayed_kept),
+            (&self.replayed_dropped, &old.replayed_dropped),
+            (&self.replayed_handed_off, &old.replayed_handed_off),
+        ] {
+            new.inc_by(old.get());
+        }
+    }
+}
+
+/// The log's metrics, shared by the handle and its writer thread; replaced on binding.
+type SharedMetrics = Arc<parking_lot::Mutex<LogMetrics>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -590,6 +657,8 @@ enum Cmd {
         tenant: String,
         keys: Vec<TraceKey>,
         payload: Vec<u8>,
+        /// [`Decision::label`], for the replayed-trace metrics.
+        decision: &'static str,
     },
     Sync {
         ack: oneshot::Sender<Result<(), Arc<LogError>>>,
@@ -622,6 +691,7 @@ pub struct SamplerLog {
     tx: parking_lot::Mutex<Option<mpsc::Sender<Cmd>>>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     encrypted: bool,
+    metrics: SharedMetrics,
 }
 
 impl std::fmt::Debug for SamplerLog {
@@ -669,8 +739,16 @@ impl SamplerLog {
             .len()
             .saturating_sub(opts.carried_decisions);
         replayed.decisions.drain(..skip);
-        let mut w = Writer::create(dir, next, opts.segment_bytes, keys.is_some())?;
+        let metrics: SharedMetrics = Arc::default();
+        let mut w = Writer::create(
+            dir,
+            next,
+            opts.segment_bytes,
+            keys.is_some(),
+            metrics.clone(),
+        )?;
         w.tenant_keys = tenant_keys;
+        let mut rewritten = (0u64, 0u64);
         // Rewrite: the decisions first, then one spans record per undecided trace — in this
         // order a trace decided once and buffered again since (a new generation) stays undecided.
         let now = unix_ms();
@@ -693,6 +771,7 @@ impl SamplerLog {
             let payload = decided_payload(now, &d, &ids);
             let key = w.tenant_keys.get(&tenant).cloned();
             w.encode(&tenant, &payload, key.as_ref(), &mut buf)?;
+            rewritten.1 += 1;
         }
         for t in &replayed.traces {
             let batch = clew_model::SpanBatch::new(
@@ -717,8 +796,17 @@ impl SamplerLog {
             let key = w.tenant_keys.get(&t.tenant).cloned();
             w.encode(&t.tenant, &payload, key.as_ref(), &mut buf)?;
             w.note_spans(&tk);
+            // Counted when durably decided again (`replayed_kept` and the like).
+            w.replayed.extend(tk);
+            rewritten.0 += 1;
         }
         w.write_sync(&buf)?;
+        {
+            let m = metrics.lock();
+            m.replayed_traces.inc_by(replayed.traces.len() as u64);
+            m.spans_records.inc_by(rewritten.0);
+            m.decided_records.inc_by(rewritten.1);
+        }
         for n in old {
             let p = segment_path(dir, n);
             fs::remove_file(&p).map_err(io_err(&p))?;
@@ -735,6 +823,7 @@ impl SamplerLog {
                 tx: parking_lot::Mutex::new(Some(tx)),
                 thread: parking_lot::Mutex::new(Some(thread)),
                 encrypted: keys.is_some(),
+                metrics,
             }),
             replayed,
         ))
@@ -746,6 +835,18 @@ impl SamplerLog {
 
     pub fn encrypted(&self) -> bool {
         self.encrypted
+    }
+
+    /// Records into `m` from now on, carrying over what was counted so far (see [`LogMetrics`]).
+    pub fn bind_metrics(&self, m: LogMetrics) {
+        let mut cur = self.metrics.lock();
+        m.take_over(&cur);
+        *cur = m;
+    }
+
+    /// The metrics the log currently records into.
+    pub fn metrics(&self) -> LogMetrics {
+        self.metrics.lock().clone()
     }
 
     fn send(&self, cmd: Cmd) -> Result<(), Cmd> {
@@ -794,6 +895,7 @@ impl SamplerLog {
                 tenant: tenant.to_string(),
                 keys,
                 payload,
+                decision: decision.label(),
             })
             .is_err()
         {
@@ -845,10 +947,21 @@ struct Writer {
     by_seg: BTreeMap<u64, usize>,
     /// Lowest segment number still on disk.
     oldest: u64,
+    /// Bytes of each segment on disk (for the metrics).
+    seg_bytes: BTreeMap<u64, u64>,
+    /// Traces rebuilt at start-up that have no durable decision yet.
+    replayed: HashSet<TraceKey>,
+    metrics: SharedMetrics,
 }
 
 impl Writer {
-    fn create(dir: &Path, seg: u64, segment_bytes: u64, encrypted: bool) -> Result<Self, LogError> {
+    fn create(
+        dir: &Path,
+        seg: u64,
+        segment_bytes: u64,
+        encrypted: bool,
+        metrics: SharedMetrics,
+    ) -> Result<Self, LogError> {
         let path = segment_path(dir, seg);
         let file = OpenOptions::new()
             .create(true)
@@ -867,7 +980,17 @@ impl Writer {
             live: HashMap::new(),
             by_seg: BTreeMap::new(),
             oldest: seg,
+            seg_bytes: BTreeMap::from([(seg, 0)]),
+            replayed: HashSet::new(),
+            metrics,
         })
+    }
+
+    /// Publishes the bytes and segments on disk.
+    fn publish_disk(&self) {
+        let m = self.metrics.lock();
+        m.bytes.set(self.seg_bytes.values().sum::<u64>() as i64);
+        m.segments.set(self.seg_bytes.len() as i64);
     }
 
     /// Appends one record (sealed when encrypted, after its key's declaration) to `buf`.
@@ -923,13 +1046,45 @@ impl Writer {
         }
     }
 
+    /// Counts a durable group's records, and the decisions of traces rebuilt at start-up.
+    /// `labels` runs along `decided`: (how many keys, their decision's label).
+    fn count_appended(
+        &mut self,
+        records: (u64, u64),
+        decided: &[TraceKey],
+        labels: &[(usize, &'static str)],
+    ) {
+        let m = self.metrics.lock();
+        m.spans_records.inc_by(records.0);
+        m.decided_records.inc_by(records.1);
+        if self.replayed.is_empty() {
+            return;
+        }
+        let mut keys = decided.iter();
+        for &(n, label) in labels {
+            for k in keys.by_ref().take(n) {
+                if self.replayed.remove(k) {
+                    m.replayed_decided(label).inc();
+                }
+            }
+        }
+    }
+
     fn write_sync(&mut self, buf: &[u8]) -> Result<(), LogError> {
         let path = segment_path(&self.dir, self.seg);
-        self.file
-            .write_all(buf)
-            .and_then(|_| self.file.sync_data())
-            .map_err(io_err(&path))?;
+        let result = self.file.write_all(buf).and_then(|_| self.file.sync_data());
+        self.metrics.lock().fsyncs.inc();
+        if let Err(e) = result {
+            // Part of the group may be on disk: count what the file holds.
+            if let Ok(m) = self.file.metadata() {
+                self.seg_bytes.insert(self.seg, m.len());
+                self.publish_disk();
+            }
+            return Err(io_err(&path)(e));
+        }
         self.size += buf.len() as u64;
+        *self.seg_bytes.entry(self.seg).or_default() += buf.len() as u64;
+        self.publish_disk();
         Ok(())
     }
 
@@ -948,6 +1103,7 @@ impl Writer {
             self.seg = next;
             self.size = 0;
             self.declared.clear();
+            self.seg_bytes.insert(next, 0);
         }
         let keep_from = self
             .by_seg
@@ -964,9 +1120,11 @@ impl Writer {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err(&p)(e)),
             }
+            self.seg_bytes.remove(&self.oldest);
             self.oldest += 1;
         }
         if removed {
+            self.publish_disk();
             sync_dir(&self.dir)?;
         }
         Ok(())
@@ -991,6 +1149,9 @@ impl Writer {
             buf.clear();
             let mut acks = Vec::new();
             let mut decided: Vec<TraceKey> = Vec::new();
+            // Decided traces with their decision's label, and records by kind, for the metrics.
+            let mut labels: Vec<(usize, &'static str)> = Vec::new();
+            let mut records = (0u64, 0u64);
             for c in cmds {
                 match c {
                     Cmd::Spans {
@@ -1007,6 +1168,7 @@ impl Writer {
                             Ok(()) => {
                                 self.note_spans(&keys);
                                 acks.extend(ack);
+                                records.0 += 1;
                             }
                             Err(e) => {
                                 if let Some(a) = ack {
@@ -1019,10 +1181,15 @@ impl Writer {
                         tenant,
                         keys,
                         payload,
+                        decision,
                     } => {
                         let key = self.tenant_keys.get(&tenant).cloned();
                         match self.encode(&tenant, &payload, key.as_ref(), &mut buf) {
-                            Ok(()) => decided.extend(keys),
+                            Ok(()) => {
+                                labels.push((keys.len(), decision));
+                                decided.extend(keys);
+                                records.1 += 1;
+                            }
                             Err(e) => {
                                 // Only when encrypted and the tenant's key was never seen here:
                                 // the trace stays live and is decided again after a restart.
@@ -1040,6 +1207,7 @@ impl Writer {
             };
             match result {
                 Ok(()) => {
+                    self.count_appended(records, &decided, &labels);
                     self.note_decided(&decided);
                     if let Err(e) = self.maintain() {
                         tracing::error!(error = %e, "sampler log: segment maintenance failed");

@@ -25,7 +25,9 @@
 
 use crate::cache::{KeptCache, RotatingBloom, TraceKey};
 use crate::policy::{self, Policy, PolicyConfig, TraceView};
-use crate::sampler_log::{unix_ms, Decision, Replayed, SamplerLog, SpansPayload, Ticket};
+use crate::sampler_log::{
+    unix_ms, Decision, LogMetrics, Replayed, SamplerLog, SpansPayload, Ticket,
+};
 use clew_encryption::WalKey;
 use clew_model::otlp::collector::ExportTraceServiceRequest;
 use clew_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
@@ -167,6 +169,23 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessorLabel {
+    processor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordLabels {
+    processor: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplayDecisionLabels {
+    processor: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     processor: String,
     reason: String,
@@ -210,6 +229,13 @@ pub struct TailMetrics {
     pub buffered_bytes: Gauge,
     pub forward_failures: Counter,
     pub decode_errors: Counter,
+    // The sampler log's (see [`crate::sampler_log::LogMetrics`]).
+    log_bytes: Family<ProcessorLabel, Gauge>,
+    log_segments: Family<ProcessorLabel, Gauge>,
+    log_records: Family<RecordLabels, Counter>,
+    log_fsyncs: Family<ProcessorLabel, Counter>,
+    log_replayed_traces: Family<ProcessorLabel, Counter>,
+    log_replayed_decided: Family<ReplayDecisionLabels, Counter>,
 }
 
 impl TailMetrics {
@@ -244,6 +270,82 @@ impl TailMetrics {
             "Attempts to hand kept traces downstream that failed (retried)",
             self.forward_failures.clone(),
         );
+        r.register(
+            "clew_sampling_log_bytes",
+            "Bytes of the tail sampler's log (durable buffer) on disk",
+            self.log_bytes.clone(),
+        );
+        r.register(
+            "clew_sampling_log_segments",
+            "Segment files of the tail sampler's log on disk",
+            self.log_segments.clone(),
+        );
+        r.register(
+            "clew_sampling_log_records",
+            "Records appended to the tail sampler's log and fsynced, by kind (spans, decided)",
+            self.log_records.clone(),
+        );
+        r.register(
+            "clew_sampling_log_fsyncs",
+            "fdatasync calls of the tail sampler's log (one per group commit)",
+            self.log_fsyncs.clone(),
+        );
+        r.register(
+            "clew_sampling_log_replayed_traces",
+            "Undecided traces rebuilt from the tail sampler's log at start-up (after a crash)",
+            self.log_replayed_traces.clone(),
+        );
+        r.register(
+            "clew_sampling_log_replayed_decided",
+            "Traces rebuilt from the log at start-up that were decided since, by decision (kept, dropped, handed_off)",
+            self.log_replayed_decided.clone(),
+        );
+    }
+
+    /// The sampler log metrics of `processor` (handles into the registered families).
+    pub fn log_metrics(&self, processor: &str) -> LogMetrics {
+        let p = || ProcessorLabel {
+            processor: processor.into(),
+        };
+        let kind = |k: &str| RecordLabels {
+            processor: processor.into(),
+            kind: k.into(),
+        };
+        let decided = |d: &str| ReplayDecisionLabels {
+            processor: processor.into(),
+            decision: d.into(),
+        };
+        // One statement each: `get_or_create` returns a read guard, and a second call on the same
+        // family while a first guard lives (a temporary of the same statement) deadlocks.
+        let bytes = self.log_bytes.get_or_create(&p()).clone();
+        let segments = self.log_segments.get_or_create(&p()).clone();
+        let spans_records = self.log_records.get_or_create(&kind("spans")).clone();
+        let decided_records = self.log_records.get_or_create(&kind("decided")).clone();
+        let fsyncs = self.log_fsyncs.get_or_create(&p()).clone();
+        let replayed_traces = self.log_replayed_traces.get_or_create(&p()).clone();
+        let replayed_kept = self
+            .log_replayed_decided
+            .get_or_create(&decided("kept"))
+            .clone();
+        let replayed_dropped = self
+            .log_replayed_decided
+            .get_or_create(&decided("dropped"))
+            .clone();
+        let replayed_handed_off = self
+            .log_replayed_decided
+            .get_or_create(&decided("handed_off"))
+            .clone();
+        LogMetrics {
+            bytes,
+            segments,
+            spans_records,
+            decided_records,
+            fsyncs,
+            replayed_traces,
+            replayed_kept,
+            replayed_dropped,
+            replayed_handed_off,
+        }
     }
 
     pub fn traces(&self, processor: &str, policy: &str, decision: &str) -> u64 {
@@ -664,6 +766,7 @@ impl TailCore {
     /// Attaches a sampler log: [`TailCore::ingest_logged`] then appends every group it buffers
     /// and decisions are logged, so buffered spans survive a crash.
     pub fn attach_log(&mut self, log: Arc<SamplerLog>) {
+        log.bind_metrics(self.metrics.log_metrics(&self.name));
         self.log = Some(log);
     }
 

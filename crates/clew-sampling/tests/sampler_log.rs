@@ -405,3 +405,96 @@ fn log_format_is_stable() {
         p => panic!("{p:?}"),
     }
 }
+
+/// Bytes of the `.slog` files in `dir` and their number.
+fn slog_files(dir: &Path) -> (u64, usize) {
+    let mut bytes = 0;
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().ends_with(".slog") {
+            bytes += e.metadata().unwrap().len();
+            n += 1;
+        }
+    }
+    (bytes, n)
+}
+
+/// The sampler log's metrics as a scrape shows them: records and fsyncs counted, bytes and
+/// segments matching the files on disk, and after a crash the rebuilt traces and their decisions
+/// (kept ones once accepted downstream) — counted from what start-up did, before binding.
+#[tokio::test]
+async fn log_metrics_count_appends_disk_and_decisions_after_replay() {
+    use clew_sampling::tail::TailMetrics;
+    use prometheus_client::registry::Registry;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (crashed, _) = ingest_durably(&dir, None, &[1, 2, 3, 4]).await;
+    let m = crashed.metrics.log_metrics("tail_sampling");
+    // The rewrite at open (empty), then one record per shard the traces fell in (two shards),
+    // in one or two group commits.
+    assert!((2..=3).contains(&m.fsyncs.get()), "{}", m.fsyncs.get());
+    assert!((1..=2).contains(&m.spans_records.get()));
+    assert_eq!(m.decided_records.get(), 0);
+    assert_eq!(m.replayed_traces.get(), 0);
+    let (bytes, segments) = slog_files(&dir);
+    assert!(bytes > 0);
+    assert_eq!(m.bytes.get(), bytes as i64);
+    assert_eq!(m.segments.get(), segments as i64);
+    drop(crashed);
+
+    let metrics = TailMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let (log, replayed) = SamplerLog::open(&dir, None, LogOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(replayed.traces.len(), 4);
+    let mut core = TailCore::with_metrics("tail_sampling", cfg("300ms"), metrics.clone()).unwrap();
+    core.attach_log(log.clone());
+    let m = metrics.log_metrics("tail_sampling");
+    // Carried over from start-up: replay and the rewrite of 4 traces (one record each).
+    assert_eq!(m.replayed_traces.get(), 4);
+    assert_eq!(m.spans_records.get(), 4);
+    assert_eq!(m.fsyncs.get(), 1);
+    assert_eq!(m.segments.get(), 1, "replayed segments deleted");
+    assert_eq!(m.bytes.get(), slog_files(&dir).0 as i64);
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start(core, sink.clone());
+    sampler.restore(replayed).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while m.replayed_kept.get() + m.replayed_dropped.get() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rebuilt traces not durably decided: kept {} dropped {}",
+            m.replayed_kept.get(),
+            m.replayed_dropped.get()
+        );
+        log.sync().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(m.replayed_kept.get(), 2, "traces 1 and 3 have errors");
+    assert_eq!(m.replayed_dropped.get(), 2);
+    assert_eq!(m.replayed_handed_off.get(), 0);
+    assert!(m.decided_records.get() >= 2);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "clew_sampling_log_replayed_traces_total{processor=\"tail_sampling\"} 4",
+        "clew_sampling_log_replayed_decided_total{processor=\"tail_sampling\",decision=\"kept\"} 2",
+        "clew_sampling_log_replayed_decided_total{processor=\"tail_sampling\",decision=\"dropped\"} 2",
+        "clew_sampling_log_segments{processor=\"tail_sampling\"} 1",
+    ] {
+        assert!(text.contains(line), "no `{line}` in:\n{text}");
+    }
+    for name in [
+        "clew_sampling_log_bytes{",
+        "clew_sampling_log_records_total{processor=\"tail_sampling\",kind=\"spans\"}",
+        "clew_sampling_log_records_total{processor=\"tail_sampling\",kind=\"decided\"}",
+        "clew_sampling_log_fsyncs_total{",
+    ] {
+        assert!(text.contains(name), "no `{name}` in:\n{text}");
+    }
+    clew_pipeline::Processor::shutdown(&sampler).await.unwrap();
+    assert_eq!(trace_ids(&sink.0.lock().unwrap()), vec![tid(1), tid(3)]);
+}

@@ -86,4 +86,5 @@ pub mod sealed_block;
 pub mod storage;
 pub mod store;
 pub mod tags;
+mod trim;
 pub mod wal;

@@ -95,7 +95,8 @@ impl StoreConfig {
             rows_per_row_group: 8192,
             max_head_spans: 4_000_000,
             compaction: CompactionConfig::default(),
-            merge_slice_spans: 500_000,
+            // 100k: a slice peaks near 200 MiB (500k peaked near 1 GiB, see trim.rs).
+            merge_slice_spans: 100_000,
             retention: crate::DEFAULT_RETENTION,
             retention_policy: None,
             clock: Arc::new(SystemClock),
@@ -430,6 +431,8 @@ impl Store {
             .metrics
             .set_head_spans(self.inner.head.span_count());
         self.refresh_block_metrics();
+        // The released generations' spans are freed; let the OS have their pages back.
+        crate::trim::release_free_heap("flush");
         Ok(())
     }
 
@@ -602,6 +605,7 @@ impl Store {
             list.push(Arc::new(merged));
         }
         self.inner.metrics.compacted(true, duplicates);
+        crate::trim::release_free_heap("compaction");
         self.refresh_block_metrics();
         // Queries that snapshotted the old blocks may still be reading them: delete a bit later.
         // If we crash first, start-up removes them (the new block lists them in compacted_from).

@@ -160,6 +160,11 @@ impl Server {
         );
     }
 
+    /// The server's process id (for /proc readings: RSS, open files).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then wait for the exit (the server flushes its head first).
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
