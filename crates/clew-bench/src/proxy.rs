@@ -59,6 +59,18 @@ pub struct ProxyArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Count mode, for profiling by instruction counts (callgrind) rather than seconds: instead
+    /// of the side-by-side run, send exactly this many requests through `clew proxy` only
+    /// (closed loop, spread over `--connections`), then stop it gracefully (SIGTERM) and wait
+    /// for it to exit, so a profiler wrapping it writes its output. Two runs with different
+    /// counts give the cost per request without start-up and shutdown:
+    /// (I(n2) - I(n1)) / (n2 - n1).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// A command prefix `clew proxy` runs under, split on whitespace, e.g.
+    /// `"valgrind --tool=callgrind --callgrind-out-file=cg.out"` or `"strace -f -c -o s.txt"`.
+    #[arg(long)]
+    pub clew_wrapper: Option<String>,
 }
 
 const BODY: usize = 128;
@@ -256,8 +268,30 @@ struct Proc {
     child: Child,
 }
 
+impl Proc {
+    /// SIGTERM, then waits up to `within` for a graceful exit (a profiler writes its output
+    /// at exit); past that, kills. Returns whether it exited by itself.
+    fn stop(mut self, within: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Already reaped (after `stop`): its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -273,7 +307,13 @@ impl Drop for Proc {
     }
 }
 
-fn start_clew(bin: &Path, dir: &Path, backend: u16, sink: u16) -> anyhow::Result<(Proc, u16)> {
+fn start_clew(
+    bin: &Path,
+    wrapper: Option<&str>,
+    dir: &Path,
+    backend: u16,
+    sink: u16,
+) -> anyhow::Result<(Proc, u16)> {
     let port = free_port()?;
     let cfg = dir.join("proxy.yaml");
     std::fs::write(
@@ -283,7 +323,16 @@ fn start_clew(bin: &Path, dir: &Path, backend: u16, sink: u16) -> anyhow::Result
         ),
     )?;
     let log = std::fs::File::create(dir.join("proxy.log"))?;
-    let mut child = Command::new(bin)
+    let mut words = wrapper.unwrap_or("").split_whitespace();
+    let mut cmd = match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
         .args(["proxy", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "warn")
@@ -368,6 +417,60 @@ async fn throughput(
     })
 }
 
+/// Closed loop: exactly `n` requests over `conns` connections (the remainder on the first
+/// ones); every answer must be a 200.
+async fn count_run(port: u16, conns: usize, n: u64) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    let conns = conns as u64;
+    for c in 0..conns {
+        let mine = n / conns + u64::from(c < n % conns);
+        let req = request(port);
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+            s.set_nodelay(true)?;
+            let mut buf = Vec::with_capacity(8192);
+            for i in 0..mine {
+                s.write_all(&req).await?;
+                if !read_message(&mut s, &mut buf).await? || !buf.starts_with(b"HTTP/1.1 200") {
+                    bail!("request {i} on connection {c}: no 200 answer");
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// `--requests N`: N requests through `clew proxy` only, then a graceful stop.
+async fn count_mode(
+    a: &ProxyArgs,
+    n: u64,
+    work: &Path,
+    backend: u16,
+    sink: u16,
+) -> anyhow::Result<()> {
+    let (clew, port) = start_clew(&a.clew_bin, a.clew_wrapper.as_deref(), work, backend, sink)?;
+    let t0 = Instant::now();
+    count_run(port, a.connections, n).await?;
+    let took = t0.elapsed();
+    // Under valgrind the final span export and exit take seconds.
+    let exited = tokio::task::spawn_blocking(move || clew.stop(Duration::from_secs(120))).await?;
+    println!(
+        "{n} requests over {} connections in {:.2} s; clew proxy {}",
+        a.connections,
+        took.as_secs_f64(),
+        if exited {
+            "exited"
+        } else {
+            "was killed (no graceful exit within 120 s)"
+        }
+    );
+    Ok(())
+}
+
 pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
     if !a.clew_bin.exists() {
         bail!(
@@ -391,7 +494,13 @@ pub async fn run(a: ProxyArgs) -> anyhow::Result<()> {
             .to_vec(),
     ))
     .await?;
-    let (clew, clew_port) = start_clew(&a.clew_bin, &work, backend, sink)?;
+    if let Some(n) = a.requests {
+        let r = count_mode(&a, n, &work, backend, sink).await;
+        std::fs::remove_dir_all(&work).ok();
+        return r;
+    }
+    let (clew, clew_port) =
+        start_clew(&a.clew_bin, a.clew_wrapper.as_deref(), &work, backend, sink)?;
     let nginx = if a.nginx_bin.exists() {
         Some(start_nginx(&a.nginx_bin, &work, backend)?)
     } else {

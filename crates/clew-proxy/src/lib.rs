@@ -49,7 +49,7 @@ pub use config::{ConfigError, ProxyConfig};
 use crate::config::Timeouts;
 use crate::context::EgressPolicy;
 use crate::correlate::InFlight;
-use crate::proxy::{Handler, IngressRole, Role, Shared, Upstream};
+use crate::proxy::{Handler, IngressRole, Peer, Role, Shared, Upstream};
 use crate::route::Routes;
 use crate::span::SpanExport;
 
@@ -295,11 +295,12 @@ async fn accept_loop(
             s = listener.next() => s,
             _ = stop.changed() => return,
         };
-        let peer = stream.peer().remote_addr;
+        let peer = stream.peer().remote_addr.map(|a| Arc::new(Peer::new(a)));
         let h = handler.clone();
         let svc = service_fn(move |req| {
             let h = h.clone();
-            async move { Ok::<_, std::convert::Infallible>(h.handle(peer, req).await) }
+            let peer = peer.clone();
+            async move { Ok::<_, std::convert::Infallible>(h.handle(peer.as_deref(), req).await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)

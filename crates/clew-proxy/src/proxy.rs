@@ -97,6 +97,12 @@ pub struct Handler {
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are the connection's, not the message's: never
 /// forwarded, except the upgrade pair when an upgrade is being passed through.
 fn remove_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names (standard names compare as
+    // enum tags) instead of a dozen removals that each hash a name, on both sides of every
+    // request.
+    if !upgrade && !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -125,6 +131,18 @@ fn remove_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
         h.remove(header::CONNECTION);
         h.remove(header::UPGRADE);
     }
+}
+
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    *n == header::CONNECTION
+        || *n == header::UPGRADE
+        || *n == header::TE
+        || *n == header::TRAILER
+        || *n == header::TRANSFER_ENCODING
+        || *n == header::PROXY_AUTHORIZATION
+        || *n == header::PROXY_AUTHENTICATE
+        || n.as_str() == "keep-alive"
+        || n.as_str() == "proxy-connection"
 }
 
 fn is_upgrade<T>(req: &Request<T>) -> bool {
@@ -167,6 +185,29 @@ fn method_attr(m: &Method) -> &str {
     }
 }
 
+/// The method as a span name: `_OTHER` is `HTTP` there (semantic conventions).
+fn name_method(m: &Method) -> &str {
+    match method_attr(m) {
+        "_OTHER" => "HTTP",
+        known => known,
+    }
+}
+
+/// The calling side of one connection, formatted once per connection rather than per request.
+pub struct Peer {
+    pub ip: String,
+    pub port: u16,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            ip: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
 fn error_response(status: StatusCode, text: &str) -> Response<ProxyBody> {
     let mut r = Response::new(full(format!("{text}\n")));
     *r.status_mut() = status;
@@ -179,6 +220,22 @@ fn error_response(status: StatusCode, text: &str) -> Response<ProxyBody> {
 
 /// Splits `host[:port]` for `server.address` / `server.port`.
 fn host_port(authority: &str, default_port: u16) -> (String, i64) {
+    // The usual `name:port` / `name` (letters, digits, `.`, `-`) without building an
+    // `Authority` (which copies the text); anything else (IPv6, odd bytes) takes the parser.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, p.parse::<u16>().ok()),
+        Some(_) => ("", None),
+        None => (authority, Some(default_port)),
+    };
+    if let Some(port) = port {
+        if !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return (host.to_string(), i64::from(port));
+        }
+    }
     match authority.parse::<http::uri::Authority>() {
         Ok(a) => (
             a.host().trim_matches(['[', ']']).to_string(),
@@ -191,7 +248,7 @@ fn host_port(authority: &str, default_port: u16) -> (String, i64) {
 impl Handler {
     pub async fn handle(
         self: Arc<Self>,
-        peer: Option<SocketAddr>,
+        peer: Option<&Peer>,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         match &self.role {
@@ -239,7 +296,7 @@ impl Handler {
     async fn ingress(
         &self,
         ing: &IngressRole,
-        peer: Option<SocketAddr>,
+        peer: Option<&Peer>,
         mut req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let sh = &self.shared;
@@ -252,10 +309,17 @@ impl Handler {
         );
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let route = ing.routes.route_for(&path).map(str::to_string);
-        let name = match &route {
-            Some(r) => format!("{} {r}", method_attr(&method).replace("_OTHER", "HTTP")),
-            None => method_attr(&method).replace("_OTHER", "HTTP"),
+        let route = ing.routes.route_for(&path);
+        let name = match route {
+            Some(r) => {
+                let m = name_method(&method);
+                let mut n = String::with_capacity(m.len() + 1 + r.len());
+                n.push_str(m);
+                n.push(' ');
+                n.push_str(r);
+                n
+            }
+            None => name_method(&method).to_string(),
         };
         let mut span = SpanRecord::start(&sc, inc.parent.as_ref(), SpanKind::Server, name);
         span.str("http.request.method", method_attr(&method));
@@ -267,7 +331,7 @@ impl Handler {
             span.str("url.query", q);
         }
         span.str("url.scheme", if self.tls { "https" } else { "http" });
-        if let Some(r) = &route {
+        if let Some(r) = route {
             span.str("http.route", r);
         }
         let authority = req
@@ -282,11 +346,10 @@ impl Handler {
             span.int("server.port", p);
         }
         if let Some(p) = peer {
-            let ip = p.ip().to_string();
-            span.str("client.address", ip.clone());
-            span.int("client.port", i64::from(p.port()));
-            span.str("network.peer.address", ip);
-            span.int("network.peer.port", i64::from(p.port()));
+            span.str("client.address", p.ip.as_str());
+            span.int("client.port", i64::from(p.port));
+            span.str("network.peer.address", p.ip.as_str());
+            span.int("network.peer.port", i64::from(p.port));
         }
         span.str("network.protocol.version", version_str(req.version()));
         if let Some(ua) = req
@@ -388,7 +451,7 @@ impl Handler {
             &sc,
             parent_cx.span.as_ref(),
             SpanKind::Client,
-            method_attr(&method).replace("_OTHER", "HTTP"),
+            name_method(&method).to_string(),
         );
         span.str("http.request.method", method_attr(&method));
         let default_port = if scheme == "https" { 443 } else { 80 };
@@ -434,17 +497,21 @@ impl Handler {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         remove_hop_by_hop(&mut parts.headers, upgrade);
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        parts.uri = match Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query(pq)
-            .build()
-        {
+        // The target's path and query are kept as they are (a cheap clone of shared bytes, not
+        // a copy through a string and a re-parse).
+        let mut target = std::mem::take(&mut parts.uri).into_parts();
+        // Callers pass "http" or "https" only (upstream URLs are parsed as such; the forward
+        // proxy refuses other schemes before it gets here).
+        target.scheme = Some(if scheme == "https" {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        target.authority = Some(authority);
+        if target.path_and_query.is_none() {
+            target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(target) {
             Ok(u) => u,
             Err(e) => {
                 span.str("error.type", "invalid_uri");
@@ -555,3 +622,104 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// How long a connection may take to shut down before it is closed.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
+        h.insert(header::HOST, HeaderValue::from_static("x"));
+        let before = h.clone();
+        // None present: untouched (the fast path).
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["content-type", "host"]);
+        // Any single one of them takes the full path.
+        for n in [
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            let mut h = before.clone();
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static("v"));
+            remove_hop_by_hop(&mut h, false);
+            assert_eq!(h, before, "{n}");
+        }
+        // An upgrade keeps `upgrade` and says so in `connection`.
+        let mut h = before.clone();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+    }
+
+    /// What `host_port` did before its fast path: the `Authority` parser alone.
+    fn host_port_parsed(authority: &str, default_port: u16) -> (String, i64) {
+        match authority.parse::<http::uri::Authority>() {
+            Ok(a) => (
+                a.host().trim_matches(['[', ']']).to_string(),
+                i64::from(a.port_u16().unwrap_or(default_port)),
+            ),
+            Err(_) => (authority.to_string(), i64::from(default_port)),
+        }
+    }
+
+    #[test]
+    fn host_port_fast_path_agrees_with_the_parser() {
+        let cases: &[(&str, u16, (&str, i64))] = &[
+            ("example.com", 80, ("example.com", 80)),
+            ("example.com:8080", 80, ("example.com", 8080)),
+            ("127.0.0.1:9", 443, ("127.0.0.1", 9)),
+            ("[::1]:8443", 80, ("::1", 8443)),
+            ("[::1]", 443, ("::1", 443)),
+            ("my-app.internal:0", 80, ("my-app.internal", 0)),
+        ];
+        for (text, default, (host, port)) in cases {
+            let got = host_port(text, *default);
+            assert_eq!((got.0.as_str(), got.1), (*host, *port), "{text}");
+        }
+        // Odd inputs (not a port, out of range, odd bytes) give what the parser gives.
+        for text in [
+            "host:+1",
+            "host:99999",
+            "host:",
+            ":80",
+            "a b:1",
+            "h_st:1",
+            "x@y:1",
+            "Host.COM:65535",
+            "[::1]:x",
+            "",
+        ] {
+            assert_eq!(host_port(text, 80), host_port_parsed(text, 80), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn span_names_use_http_for_unknown_methods() {
+        assert_eq!(name_method(&Method::POST), "POST");
+        let odd = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(method_attr(&odd), "_OTHER");
+        assert_eq!(name_method(&odd), "HTTP");
+    }
+}
