@@ -242,3 +242,19 @@ def test_offsets_are_committed_only_after_durable_storage_kill9(clew_factory, ka
         return sum(max(tp.offset, 0) for tp in parts) == len(messages)
 
     wait_until(committed_all, 30, "the group's committed offsets to cover all 400 messages", interval=1)
+
+
+def test_exporter_refuses_retryably_while_the_broker_is_down(clew_factory, tmp_path):
+    """No broker: the client gets a retryable refusal (HTTP 503 + Retry-After), never a false ack."""
+    from clew_helpers import free_port
+    from test_zipkin_and_json import otlp_json_request
+
+    class Down:
+        bootstrap = f"127.0.0.1:{free_port()}"
+
+    clew = clew_factory(extra_args=["--config", str(_exporter_config(tmp_path, Down, "otlp_spans", timeout="1s"))])
+    req = otlp_json_request("kafka-down", rand_hex(16), [rand_hex(8) for _ in range(3)], now_ns())
+    r = requests.post(f"{clew.http_url}/v1/traces", json=req, timeout=30)
+    assert r.status_code == 503, (r.status_code, r.text[:300])
+    assert int(r.headers["retry-after"]) >= 1
+    assert _metric(clew, "clew_kafka_exporter_messages_total", outcome="failed") == 1

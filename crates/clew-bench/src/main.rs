@@ -8,6 +8,7 @@
 //! May depend on: `clew-model` (OTLP types) and client crates. Must not link the server's crates:
 //! it measures Clew from the outside, exactly as it measures rotel.
 
+mod kafka;
 mod load;
 mod overload;
 mod proc_stat;
@@ -129,6 +130,9 @@ enum Cmd {
     /// kill -9 every 5 min; records RSS, open files and disk every 10 s, then reads back every
     /// acknowledged trace still inside retention (BENCHMARKS.md, issue 18).
     Soak(soak::SoakArgs),
+    /// A Clew collector → Kafka (Tansu on loopback) → 1 or N Clew ingesters: ingester spans per
+    /// CPU-second and export-to-queryable latency p50/p99 (BENCHMARKS.md, issue 16).
+    Kafka(kafka::KafkaArgs),
     /// Drive one running target.
     Load {
         #[arg(long, value_enum, default_value = "grpc")]
@@ -365,6 +369,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Proxy(args) => proxy::run(args).await?,
         Cmd::Overload(args) => overload::run(args).await?,
         Cmd::Soak(args) => soak::run(args).await?,
+        Cmd::Kafka(args) => kafka::run(args).await?,
         Cmd::Load {
             protocol,
             endpoint,

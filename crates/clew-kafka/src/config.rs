@@ -48,6 +48,21 @@ pub struct SignalConfig {
     pub encoding: Option<String>,
 }
 
+impl SignalConfig {
+    /// `traces.topic`, else the deprecated top-level `topic`, else `otlp_spans`.
+    fn topic_or<'a>(&'a self, legacy: Option<&'a str>) -> &'a str {
+        self.topic.as_deref().or(legacy).unwrap_or(DEFAULT_TOPIC)
+    }
+
+    /// `traces.encoding`, else the deprecated top-level `encoding`, else `otlp_proto`.
+    fn encoding_or<'a>(&'a self, legacy: Option<&'a str>) -> &'a str {
+        self.encoding
+            .as_deref()
+            .or(legacy)
+            .unwrap_or(DEFAULT_ENCODING)
+    }
+}
+
 fn default_brokers() -> Vec<String> {
     vec!["localhost:9092".to_string()]
 }
@@ -138,6 +153,10 @@ pub struct KafkaReceiverConfig {
     pub session_timeout: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub heartbeat_interval: Duration,
+    /// How long the broker may hold a fetch waiting for data (librdkafka `fetch.wait.max.ms`):
+    /// the floor of export-to-queryable latency on a quiet topic. Default 250ms, as the Collector.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_fetch_wait: Duration,
     pub header_extraction: HeaderExtraction,
     /// The record header naming the tenant; default: `tenancy.header` (`X-Scope-OrgID`).
     pub tenant_header: Option<String>,
@@ -164,6 +183,7 @@ impl Default for KafkaReceiverConfig {
             initial_offset: InitialOffset::Latest,
             session_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(3),
+            max_fetch_wait: Duration::from_millis(250),
             header_extraction: HeaderExtraction::default(),
             tenant_header: None,
             metadata_keys: Vec::new(),
@@ -175,19 +195,11 @@ impl Default for KafkaReceiverConfig {
 
 impl KafkaReceiverConfig {
     pub fn topic(&self) -> &str {
-        self.traces
-            .topic
-            .as_deref()
-            .or(self.topic.as_deref())
-            .unwrap_or(DEFAULT_TOPIC)
+        self.traces.topic_or(self.topic.as_deref())
     }
 
     pub fn encoding_name(&self) -> &str {
-        self.traces
-            .encoding
-            .as_deref()
-            .or(self.encoding.as_deref())
-            .unwrap_or(DEFAULT_ENCODING)
+        self.traces.encoding_or(self.encoding.as_deref())
     }
 
     /// The checked encoding (after [`Self::validate`] it is always `Some`).
@@ -333,19 +345,11 @@ pub const EXPORTER_ENCODINGS: &[&str] = &["otlp_proto", "otlp_json"];
 
 impl KafkaExporterConfig {
     pub fn topic(&self) -> &str {
-        self.traces
-            .topic
-            .as_deref()
-            .or(self.topic.as_deref())
-            .unwrap_or(DEFAULT_TOPIC)
+        self.traces.topic_or(self.topic.as_deref())
     }
 
     pub fn encoding_name(&self) -> &str {
-        self.traces
-            .encoding
-            .as_deref()
-            .or(self.encoding.as_deref())
-            .unwrap_or(DEFAULT_ENCODING)
+        self.traces.encoding_or(self.encoding.as_deref())
     }
 
     pub fn json(&self) -> bool {

@@ -5,6 +5,7 @@
 //! the client (or the upstream pipeline) sends it again — at-least-once, duplicates dropped on
 //! read and at compaction.
 
+use crate::client_log::ClientLog;
 use crate::config::KafkaExporterConfig;
 use crate::encode::{self, OutMessage};
 use crate::metrics::KafkaMetrics;
@@ -23,7 +24,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub struct KafkaExporter {
     name: String,
     cfg: KafkaExporterConfig,
-    producer: FutureProducer,
+    producer: FutureProducer<ClientLog>,
     metrics: KafkaMetrics,
 }
 
@@ -66,10 +67,13 @@ impl KafkaExporter {
                 cfg.producer.flush_max_messages.to_string(),
             );
         }
-        let producer: FutureProducer = c.create().map_err(|e| KafkaError::Client {
-            component: format!("exporters.{name}"),
-            message: e.to_string(),
-        })?;
+        let component = format!("exporters.{name}");
+        let producer: FutureProducer<ClientLog> = c
+            .create_with_context(ClientLog::new(&component))
+            .map_err(|e| KafkaError::Client {
+                component: component.clone(),
+                message: e.to_string(),
+            })?;
         Ok(Self {
             name: name.to_string(),
             cfg: cfg.clone(),

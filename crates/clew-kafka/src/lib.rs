@@ -22,6 +22,7 @@
 //!     initial_offset: latest           # latest | earliest: where a group with no commit starts
 //!     session_timeout: 10s
 //!     heartbeat_interval: 3s
+//!     max_fetch_wait: 250ms            # how long the broker may hold a fetch (latency floor when quiet)
 //!     header_extraction: {extract_headers: false, headers: []}   # → resource attrs kafka.header.NAME
 //!     tenant_header: X-Scope-OrgID     # default: tenancy.header
 //!     metadata_keys: []                # record headers kept as request metadata
@@ -51,6 +52,7 @@
 //! ([`receiver`]). Both at-least-once; Clew drops duplicate spans on read and at compaction. The
 //! broker is trusted like a network inside the cluster: a message's tenant is its tenant header.
 
+pub mod client_log;
 pub mod config;
 pub mod encode;
 pub mod exporter;

@@ -12,6 +12,7 @@
 //! sink gave, and nothing behind it is committed meanwhile. Offsets are committed every second
 //! and on shutdown and partition revocation (librdkafka's auto-commit of *stored* offsets).
 
+use crate::client_log::ClientLog;
 use crate::config::{InitialOffset, KafkaReceiverConfig};
 use crate::metrics::KafkaMetrics;
 use crate::KafkaError;
@@ -58,7 +59,7 @@ impl KafkaReceiver {
             key: format!("{component}.traces.encoding"),
             message: "unsupported".into(),
         })?;
-        let consumer: StreamConsumer = ClientConfig::new()
+        let consumer: StreamConsumer<ClientLog> = ClientConfig::new()
             .set("bootstrap.servers", cfg.brokers.join(","))
             .set("group.id", &cfg.group_id)
             .set("client.id", &cfg.client_id)
@@ -77,6 +78,10 @@ impl KafkaReceiver {
                 "heartbeat.interval.ms",
                 cfg.heartbeat_interval.as_millis().to_string(),
             )
+            .set(
+                "fetch.wait.max.ms",
+                cfg.max_fetch_wait.as_millis().to_string(),
+            )
             // Only offsets this receiver stored (after the spans were durable) are committed.
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
@@ -86,7 +91,7 @@ impl KafkaReceiver {
                 "fetch.message.max.bytes",
                 cfg.max_message_bytes.min(i32::MAX as usize).to_string(),
             )
-            .create()
+            .create_with_context(ClientLog::new(&component))
             .map_err(|e| KafkaError::Client {
                 component: component.clone(),
                 message: e.to_string(),
@@ -145,7 +150,7 @@ impl KafkaReceiver {
 
 struct Worker {
     name: String,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<ClientLog>>,
     receiver: MessageReceiver,
     encoding: MessageEncoding,
     extract: Vec<String>,

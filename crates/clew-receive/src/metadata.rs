@@ -105,7 +105,10 @@ impl MetadataFilter {
         }
     }
 
-    pub(crate) fn collect<'a>(&self, entries: impl Iterator<Item = (&'a str, &'a [u8])>) -> RequestMetadata {
+    pub(crate) fn collect<'a>(
+        &self,
+        entries: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> RequestMetadata {
         if matches!(self, Self::Off) {
             return RequestMetadata::default();
         }
