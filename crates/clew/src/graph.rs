@@ -458,7 +458,10 @@ mod tests {
             (pipe("    traces:\n      exporters: [otlp/nope]\n"), "key `service.pipelines.traces.exporters[0]`: exporter `otlp/nope` is not defined"),
             (pipe("    metrics:\n      receivers: [otlp]\n"), "key `service.pipelines.metrics`: Clew runs traces pipelines only"),
             (pipe("    traces/x:\n      exporters: [clew_store]\n"), "key `service.pipelines.traces/x.receivers`: missing"),
-            (pipe("    traces:\n      receivers: [kafka]\n"), "key `service.pipelines.traces.receivers[0]`: `kafka` is neither a receiver nor a defined connector"),
+            (pipe("    traces:\n      receivers: [jaeger]\n"), "key `service.pipelines.traces.receivers[0]`: `jaeger` is neither a receiver nor a defined connector"),
+            (pipe("    traces:\n      receivers: [kafka]\n"), "key `service.pipelines.traces.receivers[0]`: receiver `kafka` is turned off under `receivers:` (fix: configure it there"),
+            ("receivers:\n  kafka: {brokers: [nohost]}\n".to_string(), "key `receivers.kafka.brokers[0]`: \"nohost\" is not HOST:PORT (fix:"),
+            ("exporters:\n  kafka: {producer: {required_acks: 2}}\n".to_string(), "key `exporters.kafka.producer.required_acks`"),
             ("exporters:\n  smtp: {}\n".to_string(), "key `exporters.smtp`: unknown exporter type"),
             ("exporters:\n  otlp/x: {endpointt: a}\n".to_string(), "key `exporters.otlp/x.endpointt`: unknown field `endpointt`"),
             (
