@@ -131,12 +131,23 @@ fn min_times(pool: &Pool) -> Vec<u64> {
 }
 
 fn config(dir: &Path) -> anyhow::Result<PathBuf> {
-    let cfg = dir.join("clew.yaml");
+    write_config(dir, "clew.yaml", "1h")
+}
+
+/// The configuration of the final check: the same, with retention far out, so nothing that was
+/// inside retention when the load stopped expires while the check reads it (a long check would
+/// otherwise only race retention). What retention deleted during the run stays deleted.
+fn check_config(dir: &Path) -> anyhow::Result<PathBuf> {
+    write_config(dir, "clew-check.yaml", "720h")
+}
+
+fn write_config(dir: &Path, name: &str, retention: &str) -> anyhow::Result<PathBuf> {
+    let cfg = dir.join(name);
     // Short block age and compaction interval so blocks are written and merged all the time;
     // retention checked every 30 s so expiry happens within the run.
     std::fs::write(
         &cfg,
-        "storage:\n  retention: 1h\n  retention_interval: 30s\n  block:\n    max_age: 10s\n  compaction:\n    enabled: true\n    interval: 30s\n",
+        format!("storage:\n  retention: {retention}\n  retention_interval: 30s\n  block:\n    max_age: 10s\n  compaction:\n    enabled: true\n    interval: 30s\n"),
     )?;
     Ok(cfg)
 }
@@ -334,14 +345,19 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     sender.await?;
-    // A last kill -9 so the newest acknowledged spans are read back from the WAL too.
+    // Traces whose earliest span is older than this had expired by the end of the load.
+    let cutoff = now_nanos()
+        .saturating_sub(RETENTION.as_nanos() as u64)
+        .saturating_add(CUTOFF_SLACK.as_nanos() as u64);
+    // A last kill -9 so the newest acknowledged spans are read back from the WAL too; the
+    // restart holds retention still for the check.
     restarts += 1;
-    let (a2, cfg2) = (a.clone(), cfg.clone());
+    let (a2, cfg2) = (a.clone(), check_config(&a.work_dir)?);
     let server =
         tokio::task::spawn_blocking(move || kill_and_restart(server, &a2, &cfg2, restarts))
             .await??;
     let acked = std::mem::take(&mut *acked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    let report = verify(&server, acked, a.verify_concurrency).await?;
+    let report = verify(&server, acked, cutoff, a.verify_concurrency).await?;
     let disk = dir_bytes(&data);
     server.stop()?;
     println!(
@@ -389,11 +405,13 @@ struct Verified {
     incomplete: Vec<[u8; 16]>,
 }
 
-/// Reads every acknowledged trace still inside retention by id (Jaeger API), `concurrency` at a
-/// time; a trace counts as found when all of its spans come back.
+/// Reads every acknowledged trace that was inside retention when the load stopped (earliest span
+/// at or after `cutoff`) by id (Jaeger API), `concurrency` at a time; a trace counts as found when
+/// all of its spans come back.
 async fn verify(
     server: &Server,
     acked: Vec<Acked>,
+    cutoff: u64,
     concurrency: usize,
 ) -> anyhow::Result<Verified> {
     let query = server.query.clone().context("clew has a query endpoint")?;
@@ -412,8 +430,6 @@ async fn verify(
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let retention = RETENTION.as_nanos() as u64;
-    let slack = CUTOFF_SLACK.as_nanos() as u64;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
         let (traces, next, client, query) =
@@ -429,8 +445,7 @@ async fn verify(
                 if i % 100_000 == 0 && i > 0 {
                     eprintln!("  {i} of {} checked", traces.len());
                 }
-                // Decided when the trace is read: retention may expire it during the check.
-                if min_start < now_nanos().saturating_sub(retention).saturating_add(slack) {
+                if min_start < cutoff {
                     expired.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }

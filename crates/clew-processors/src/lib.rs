@@ -21,5 +21,7 @@ pub mod routing;
 pub use attributes::{Attributes, AttributesConfig};
 pub use baggage_policy::{BaggagePolicyConfig, BaggagePolicyMetrics, BaggagePolicyProcessor};
 pub use condition::{Condition, ConditionConfig, ConfigError};
-pub use memory_limiter::{MemoryLimiter, MemoryLimiterConfig, MemoryLimiterMetrics, PressureHook};
+pub use memory_limiter::{
+    MemoryHeadroom, MemoryLimiter, MemoryLimiterConfig, MemoryLimiterMetrics, PressureHook,
+};
 pub use routing::{Granularity, RoutingConfig, RoutingConnector, RoutingMetrics};

@@ -15,6 +15,7 @@ pub use api::{
     TagValue, TraceHit, TraceReader,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use memory_budget::MemoryBudget;
 pub use metrics::StoreMetrics;
 pub use retention::{RetentionPolicy, DEFAULT_RETENTION};
 pub use sealed_block::RewrapReport;
@@ -78,6 +79,7 @@ pub mod fsck;
 pub mod head;
 pub mod holds;
 pub mod matcher;
+pub mod memory_budget;
 pub mod metrics;
 pub mod quarantine;
 pub mod retention;

@@ -42,6 +42,7 @@ struct Inner {
     flush_failures: Counter,
     compactions: Counter,
     compaction_failures: Counter,
+    compactions_deferred: Counter,
     duplicates_removed: Counter,
     tier_blocks: Family<TierLabel, Gauge>,
     tier_bytes: Family<TierLabel, Gauge>,
@@ -75,6 +76,7 @@ impl Default for StoreMetrics {
             flush_failures: Counter::default(),
             compactions: Counter::default(),
             compaction_failures: Counter::default(),
+            compactions_deferred: Counter::default(),
             duplicates_removed: Counter::default(),
             tier_blocks: Family::default(),
             tier_bytes: Family::default(),
@@ -162,6 +164,12 @@ impl StoreMetrics {
             "clew_compaction_failures",
             "Compactions that failed",
             m.compaction_failures.clone(),
+        );
+        r.register(
+            "clew_compaction_deferred",
+            "Merges put off or abandoned between slices because memory was short under the \
+             memory limiter's soft limit (retried next round)",
+            m.compactions_deferred.clone(),
         );
         r.register(
             "clew_compaction_duplicate_spans_removed",
@@ -336,5 +344,14 @@ impl StoreMetrics {
         } else {
             self.0.compaction_failures.inc();
         }
+    }
+
+    /// A merge put off (or abandoned between slices) for lack of memory under the limiter.
+    pub fn compaction_deferred(&self) {
+        self.0.compactions_deferred.inc();
+    }
+
+    pub fn compactions_deferred(&self) -> u64 {
+        self.0.compactions_deferred.get()
     }
 }

@@ -10,6 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::head::Head;
 use crate::holds::Holds;
 use crate::matcher::Matcher;
+use crate::memory_budget::{self, MemoryBudget};
 use crate::metrics::StoreMetrics;
 use crate::retention::{self, RetentionPolicy, RetentionReport, StoreEvents};
 use crate::storage::{Storage, Tier};
@@ -136,11 +137,20 @@ pub(crate) struct Inner {
     pub(crate) erasing: RwLock<HashMap<Tenant, HashSet<TraceId>>>,
     /// `<data_dir>/.lock`, held while the store lives: no second process on this data dir.
     pub(crate) _dir_lock: crate::dir_lock::DataDirLock,
+    /// What a compaction merge may allocate (the memory limiter's headroom); `None`: no limit.
+    pub(crate) memory_budget: RwLock<Option<Arc<dyn MemoryBudget>>>,
 }
 
 #[derive(Clone)]
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// How a merge ended.
+enum MergeOutcome {
+    Merged,
+    /// Not done for lack of memory (see [`memory_budget`]); the inputs are untouched.
+    Deferred,
 }
 
 /// What start-up found.
@@ -285,6 +295,7 @@ impl Store {
                 holds,
                 erasing: RwLock::new(HashMap::new()),
                 _dir_lock: dir_lock,
+                memory_budget: RwLock::new(None),
             }),
         };
         let resumed = store.resume_erasures()?;
@@ -389,6 +400,8 @@ impl Store {
             let mut stop = self.inner.stop.subscribe();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(compactor.inner.cfg.compaction.interval);
+                // A merge longer than the interval must not be followed by a burst of rounds.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
@@ -542,23 +555,46 @@ impl Store {
                         return Ok(written);
                     }
                 }
-                self.merge_blocks(&tenant, &chosen).await?;
-                written += 1;
+                match self.merge_blocks(&tenant, &chosen).await? {
+                    MergeOutcome::Merged => written += 1,
+                    // Memory is short: later merges of this round would be too.
+                    MergeOutcome::Deferred => return Ok(written),
+                }
             }
         }
         Ok(written)
     }
 
-    /// Merges blocks into one, streaming: the trace-id space is cut into slices of about
-    /// `merge_slice_spans`, and each slice is read from every input (only the row groups
-    /// that overlap it), deduplicated, sorted and appended to the output. Memory stays bounded by
-    /// one slice whatever the size of the inputs.
-    async fn merge_blocks(&self, tenant: &Tenant, chosen: &[BlockRef]) -> Result<(), StoreError> {
+    /// Merges blocks into one, streaming: the trace-id space is cut into slices of at most
+    /// `merge_slice_spans` (fewer when a memory budget is short), and each slice is read from
+    /// every input (only the row groups that overlap it), deduplicated, sorted and appended to
+    /// the output. Memory stays bounded by one slice (plus the encoded output) whatever the size
+    /// of the inputs.
+    async fn merge_blocks(
+        &self,
+        tenant: &Tenant,
+        chosen: &[BlockRef],
+    ) -> Result<MergeOutcome, StoreError> {
         let total: u64 = chosen.iter().map(|b| b.meta.span_count).sum();
-        let slices = total
-            .div_ceil(self.inner.cfg.merge_slice_spans.max(1))
-            .max(1);
-        let width = u64::MAX / slices;
+        let budget = self.inner.memory_budget.read().clone();
+        let configured = self.inner.cfg.merge_slice_spans;
+        // The output is built in memory until it is written: what a slice may use is the room
+        // less the output still to come (what is built so far is in the reading already).
+        let pushed = std::sync::atomic::AtomicU64::new(0);
+        let room = || {
+            let to_come = total.saturating_sub(pushed.load(std::sync::atomic::Ordering::Relaxed));
+            budget
+                .as_ref()
+                .and_then(|b| b.room_bytes())
+                .map(|r| r.saturating_sub(memory_budget::output_bytes(to_come)))
+        };
+        let room_at_start = room();
+        let Some(first_slice) = memory_budget::slice_spans(configured, room_at_start) else {
+            self.inner.metrics.compaction_deferred();
+            tracing::info!(tenant = %tenant, blocks = chosen.len(), spans = total, room_mib = room_at_start.unwrap_or(0) >> 20,
+                "compaction deferred: too little memory under the memory limiter's soft limit");
+            return Ok(MergeOutcome::Deferred);
+        };
         let mut writer = block::BlockWriter::new(
             tenant,
             self.inner.cfg.rows_per_row_group,
@@ -567,13 +603,28 @@ impl Store {
         )?;
         let mut duplicates = 0u64;
         let mut cache = crate::schema::DecodeCache::default();
-        for i in 0..slices {
-            let lo = i * width;
-            let hi = if i + 1 == slices {
-                u64::MAX
+        // Slices are ranges of the trace-id space (ids are random, so spans spread evenly over
+        // it), each as wide as the memory at hand allows: the room shrinks as the output grows.
+        let mut lo = 0u64;
+        for i in 0u64.. {
+            let slice_spans = if i == 0 || budget.is_none() {
+                first_slice
             } else {
-                (i + 1) * width - 1
+                // The previous slice's objects are freed: hand their pages back so the next
+                // reading sees what is really in use, then wait for room for a useful slice.
+                crate::trim::release_free_heap("compaction slice");
+                match self.wait_for_slice_room(configured, &room).await {
+                    Some(spans) => spans,
+                    None => {
+                        self.inner.metrics.compaction_deferred();
+                        tracing::warn!(tenant = %tenant, blocks = chosen.len(), slice = i, done_share = format!("{:.0} %", lo as f64 / u64::MAX as f64 * 100.0),
+                            "compaction abandoned mid-merge: no memory for the next slice (the inputs stay; the next round starts over)");
+                        crate::trim::release_free_heap("abandoned compaction");
+                        return Ok(MergeOutcome::Deferred);
+                    }
+                }
             };
+            let hi = memory_budget::slice_end(lo, slice_spans, total);
             let mut spans: Vec<FlatSpan> = Vec::new();
             for b in chosen {
                 b.read_range(lo, hi, &mut cache, &mut spans).await?;
@@ -585,8 +636,13 @@ impl Store {
             duplicates += (before - unique.len()) as u64;
             block::sort_for_block(&mut unique);
             writer.push_sorted(&unique)?;
+            pushed.fetch_add(before as u64, std::sync::atomic::Ordering::Relaxed);
             // Decode caches key resources by content; drop them between slices to stay bounded.
             cache = crate::schema::DecodeCache::default();
+            if hi == u64::MAX {
+                break;
+            }
+            lo = hi + 1;
         }
         let ids: Vec<String> = chosen.iter().map(|b| b.meta.block_id.clone()).collect();
         // Inputs share a tier (compact_once groups by it): the output goes there too.
@@ -622,7 +678,37 @@ impl Store {
                 }
             }
         });
-        Ok(())
+        Ok(MergeOutcome::Merged)
+    }
+
+    /// Waits until the budget has room for a useful slice ([`memory_budget::slice_spans`]),
+    /// re-reading it every 250 ms, and returns that slice's size; `None` after
+    /// [`memory_budget::SLICE_WAIT_LIMIT`] or at shutdown.
+    async fn wait_for_slice_room(
+        &self,
+        configured: u64,
+        room: &impl Fn() -> Option<u64>,
+    ) -> Option<u64> {
+        let started = std::time::Instant::now();
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            if let Some(spans) = memory_budget::slice_spans(configured, room()) {
+                return Some(spans);
+            }
+            if *stop.borrow() || started.elapsed() >= memory_budget::SLICE_WAIT_LIMIT {
+                return None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Gives compaction a memory budget (the server passes its `memory_limiter`'s headroom):
+    /// merges size their slices to it and wait or defer when it is short. See [`memory_budget`].
+    pub fn set_memory_budget(&self, budget: Arc<dyn MemoryBudget>) {
+        *self.inner.memory_budget.write() = Some(budget);
     }
 
     pub(crate) fn refresh_block_metrics(&self) {

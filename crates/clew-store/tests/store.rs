@@ -268,6 +268,87 @@ async fn streaming_merge_in_many_slices_keeps_every_trace_whole_and_sorted() {
     }
 }
 
+/// A memory budget a test sets by hand: `room` bytes, except none at all for `short_for` from the
+/// `short_from`-th question on.
+struct TestBudget {
+    room: std::sync::atomic::AtomicU64,
+    short_from: u64,
+    short_for: std::time::Duration,
+    short_until: parking_lot::Mutex<Option<std::time::Instant>>,
+    asked: std::sync::atomic::AtomicU64,
+}
+
+impl clew_store::MemoryBudget for TestBudget {
+    fn room_bytes(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let n = self.asked.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut until = self.short_until.lock();
+        if n == self.short_from {
+            *until = Some(std::time::Instant::now() + self.short_for);
+        }
+        if until.is_some_and(|t| std::time::Instant::now() < t) {
+            return Some(0);
+        }
+        Some(self.room.load(Ordering::Relaxed))
+    }
+}
+
+#[tokio::test]
+async fn compaction_waits_for_memory_under_the_limiter_and_defers_without_it() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.merge_slice_spans = 5;
+    let metrics = StoreMetrics::default();
+    let (store, _) = Store::open(c, metrics.clone()).await.unwrap();
+    for round in 0..3u8 {
+        for i in 0..10u8 {
+            let id = i.wrapping_mul(23).wrapping_add(round * 90).wrapping_add(1);
+            store.consume(batch("a", id, "s", 3)).await.unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    let budget = std::sync::Arc::new(TestBudget {
+        // Not even one 5-span slice (2 × 5 × 2 KiB) fits.
+        room: std::sync::atomic::AtomicU64::new(10_000),
+        // The deferred round asks once, the next merge once to size its slices and then before
+        // its second slice: that answer is "no room" for 600 ms.
+        short_from: 3,
+        short_for: std::time::Duration::from_millis(600),
+        short_until: parking_lot::Mutex::new(None),
+        asked: Default::default(),
+    });
+    store.set_memory_budget(budget.clone());
+
+    assert_eq!(store.compact_once().await.unwrap(), 0, "deferred");
+    assert_eq!(store.blocks(&t("a")).len(), 3, "inputs untouched");
+    assert_eq!(metrics.compactions_deferred(), 1);
+
+    // Room for slices, then none right after the first one for half a second: the merge waits
+    // and completes.
+    budget.room.store(1 << 20, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    assert_eq!(store.compact_once().await.unwrap(), 1);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "the merge waited for room: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(metrics.compactions_deferred(), 1);
+    let blocks = store.blocks(&t("a"));
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].meta.span_count, 90);
+    for round in 0..3u8 {
+        for i in 0..10u8 {
+            let id = i.wrapping_mul(23).wrapping_add(round * 90).wrapping_add(1);
+            assert_eq!(
+                store.trace(&t("a"), TraceId([id; 16])).await.unwrap().len(),
+                3
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn search_spans_head_and_blocks_and_respects_tenants() {
     let dir = tempfile::tempdir().unwrap();

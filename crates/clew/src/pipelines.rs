@@ -37,6 +37,9 @@ pub struct Built {
     kafka_exporters: Vec<Arc<clew_kafka::KafkaExporter>>,
     /// Shared with the Kafka receiver (registered once).
     pub kafka_metrics: clew_kafka::KafkaMetrics,
+    /// The room each `memory_limiter` leaves under its soft limit (the store's compaction
+    /// budget).
+    pub memory_headrooms: Vec<clew_processors::MemoryHeadroom>,
 }
 
 impl Built {
@@ -141,6 +144,7 @@ pub async fn build(
     // Each tail sampler's log, replayed before anything is served (ack ⇒ durable with tail
     // sampling too: see clew_sampling::sampler_log).
     let mut tail_logs = open_tail_logs(cfg, keys.clone()).await?;
+    let mut memory_headrooms = Vec::new();
 
     // Pipelines, downstream first, so a connector finds the pipelines it routes to.
     let mut built: HashMap<String, Arc<Pipeline>> = HashMap::new();
@@ -162,6 +166,7 @@ pub async fn build(
             &mut tail_logs,
             keys.as_ref(),
             memory_pressure.as_ref(),
+            &mut memory_headrooms,
         )?;
         built.insert(p.name.clone(), pipeline.clone());
         order.push((p.name.clone(), pipeline));
@@ -200,6 +205,7 @@ pub async fn build(
         exporters: queued,
         kafka_exporters,
         kafka_metrics,
+        memory_headrooms,
     })
 }
 
@@ -374,6 +380,7 @@ fn processors(
     tail_logs: &mut TailLogs,
     keys: Option<&Arc<clew_encryption::KeyManager>>,
     memory_pressure: Option<&clew_processors::PressureHook>,
+    memory_headrooms: &mut Vec<clew_processors::MemoryHeadroom>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     let mut steps: Vec<Step> = Vec::new();
     let mut factories: Vec<ProcessorFactory> = Vec::new();
@@ -418,6 +425,7 @@ fn processors(
                 if let Some(hook) = memory_pressure {
                     p = p.with_pressure_hook(hook.clone());
                 }
+                memory_headrooms.push(p.headroom());
                 factories.push(Box::new(move |_| Ok(Box::new(p) as Box<dyn Processor>)));
             }
             ProcessorConfig::BaggagePolicy(c) => {

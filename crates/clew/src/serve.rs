@@ -177,6 +177,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(flush_on_memory_pressure(&store)),
     )
     .await?;
+    if !pipelines.memory_headrooms.is_empty() {
+        store.set_memory_budget(Arc::new(LimiterBudget(pipelines.memory_headrooms.clone())));
+    }
     let metadata_keys = cfg.metadata_keys();
     let rcfg = ReceiverConfig {
         tenant_header: cfg.tenancy.header.clone(),
@@ -609,6 +612,16 @@ fn config_error(e: &clew_encryption::KeyError) -> String {
     match e {
         clew_encryption::KeyError::Config(m) => format!("storage.{m}"),
         other => format!("storage.encryption: {other}"),
+    }
+}
+
+/// The store's compaction budget under `memory_limiter`s: the least room any of them leaves under
+/// its soft limit.
+struct LimiterBudget(Vec<clew_processors::MemoryHeadroom>);
+
+impl clew_store::MemoryBudget for LimiterBudget {
+    fn room_bytes(&self) -> Option<u64> {
+        self.0.iter().filter_map(|h| h.room_bytes()).min()
     }
 }
 
