@@ -165,8 +165,10 @@ pub async fn build(
             &hash_keys,
             &mut tail_logs,
             keys.as_ref(),
-            memory_pressure.as_ref(),
-            &mut memory_headrooms,
+            &mut MemoryLimiterLinks {
+                pressure: memory_pressure.as_ref(),
+                headrooms: &mut memory_headrooms,
+            },
         )?;
         built.insert(p.name.clone(), pipeline.clone());
         order.push((p.name.clone(), pipeline));
@@ -372,6 +374,13 @@ enum Step {
     Tail(Box<(TailCore, Replayed)>),
 }
 
+/// What every `memory_limiter` is tied to: the hook it calls under pressure (flush the head),
+/// and where its headroom goes (the store's compaction budget).
+struct MemoryLimiterLinks<'a> {
+    pressure: Option<&'a clew_processors::PressureHook>,
+    headrooms: &'a mut Vec<clew_processors::MemoryHeadroom>,
+}
+
 fn processors(
     p: &PipelineConfig,
     sink: Arc<dyn SpanSink>,
@@ -379,8 +388,7 @@ fn processors(
     hash_keys: &HashMap<String, Vec<clew_processors::redaction::HashKey>>,
     tail_logs: &mut TailLogs,
     keys: Option<&Arc<clew_encryption::KeyManager>>,
-    memory_pressure: Option<&clew_processors::PressureHook>,
-    memory_headrooms: &mut Vec<clew_processors::MemoryHeadroom>,
+    limiters: &mut MemoryLimiterLinks<'_>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     let mut steps: Vec<Step> = Vec::new();
     let mut factories: Vec<ProcessorFactory> = Vec::new();
@@ -422,10 +430,10 @@ fn processors(
                         .map_err(|e| {
                             anyhow::anyhow!("processors.{name}.{}: {}", e.key, e.message)
                         })?;
-                if let Some(hook) = memory_pressure {
+                if let Some(hook) = limiters.pressure {
                     p = p.with_pressure_hook(hook.clone());
                 }
-                memory_headrooms.push(p.headroom());
+                limiters.headrooms.push(p.headroom());
                 factories.push(Box::new(move |_| Ok(Box::new(p) as Box<dyn Processor>)));
             }
             ProcessorConfig::BaggagePolicy(c) => {
