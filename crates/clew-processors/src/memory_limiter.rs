@@ -567,6 +567,19 @@ mod tests {
         assert_eq!(metrics.refused_spans.get(), 2);
     }
 
+    /// A limiter of `limit` / `spike` MiB that reads `read` every 10 ms.
+    fn checking_every_10ms(limit: u64, spike: u64, read: fn() -> Option<u64>) -> MemoryLimiter {
+        let mut limits = cfg(limit, spike).limits(None).unwrap();
+        limits.check_interval = Duration::from_millis(10);
+        MemoryLimiter::with_reader(
+            "memory_limiter".into(),
+            limits,
+            MemoryLimiterMetrics::default(),
+            read,
+        )
+        .unwrap()
+    }
+
     static HOOK_RSS: AtomicU64 = AtomicU64::new(10 << 20);
     fn hook_reader() -> Option<u64> {
         Some(HOOK_RSS.load(Ordering::Relaxed))
@@ -576,16 +589,7 @@ mod tests {
     fn pressure_hook_runs_above_the_soft_limit_at_most_every_period() {
         let calls = Arc::new(AtomicU64::new(0));
         let c = calls.clone();
-        let mut limits = cfg(100, 20).limits(None).unwrap();
-        limits.check_interval = Duration::from_millis(10);
-        let p = MemoryLimiter::with_reader(
-            "memory_limiter".into(),
-            limits,
-            MemoryLimiterMetrics::default(),
-            hook_reader,
-        )
-        .unwrap()
-        .with_pressure_hook(Arc::new(move || {
+        let p = checking_every_10ms(100, 20, hook_reader).with_pressure_hook(Arc::new(move || {
             c.fetch_add(1, Ordering::Relaxed);
         }));
         std::thread::sleep(Duration::from_millis(100));
@@ -623,15 +627,7 @@ mod tests {
 
     #[test]
     fn headroom_is_what_the_latest_reading_leaves_under_the_soft_limit() {
-        let mut limits = cfg(512, 128).limits(None).unwrap();
-        limits.check_interval = Duration::from_millis(10);
-        let p = MemoryLimiter::with_reader(
-            "memory_limiter".into(),
-            limits,
-            MemoryLimiterMetrics::default(),
-            headroom_reader,
-        )
-        .unwrap();
+        let p = checking_every_10ms(512, 128, headroom_reader);
         let headroom = p.headroom();
         // The constructor's first check has read 300 MiB; the soft limit is 512 − 128 MiB.
         assert_eq!(headroom.room_bytes(), Some(84 << 20));
