@@ -216,6 +216,20 @@ def test_sidecar_makes_the_trace_whole(clew, tmp_path):
         stack.close()
 
 
+def _windows(clew, stack) -> str:
+    """The client calls' and the downstream roots' time windows (µs), for a failure message: the
+    doctor pairs them by time alone."""
+    lines = []
+    for name in (stack.client_name, stack.down_name):
+        r = requests.get(f"{clew.query_url}/api/traces",
+                         params={"service": name, "limit": 50, "lookback": "10m"}, timeout=5)
+        for t in r.json()["data"] if r.ok else []:
+            for s in t["spans"]:
+                if _kind(s) in ("client", "server") and not s["references"]:
+                    lines.append((s["startTime"], s["startTime"] + s["duration"], name, _kind(s), t["traceID"]))
+    return "\n".join(f"{a} .. {b}  {n} {k} {tid}" for a, b, n, k, tid in sorted(lines))
+
+
 def test_without_the_sidecar_the_trace_breaks(clew, tmp_path):
     """The same calls straight to the legacy app: the client's trace ends at its own span, the
     downstream starts traces of its own, and `clew doctor` names the break: context lost from the
@@ -255,7 +269,7 @@ def test_without_the_sidecar_the_trace_breaks(clew, tmp_path):
         try:
             lost = wait_until(three_breaks, 20, "the doctor to name the break 3 times")
         except AssertionError:
-            raise AssertionError(json.dumps(last.get("report"), indent=1))
+            raise AssertionError(json.dumps(last.get("report"), indent=1) + "\n" + _windows(clew, stack))
         f = lost[0]
         assert (f["from_service"], f["to_service"]) == (stack.client_name, stack.down_name), f
         assert f["via"] == f"127.0.0.1:{stack.legacy_port}", f

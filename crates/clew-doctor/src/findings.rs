@@ -289,6 +289,13 @@ fn occurrences(n: u64) -> String {
 /// evidence, the same pairing seen again is.
 const MIN_HOP_EVIDENCE: u64 = 2;
 
+/// How much later than the call a new root at an uninstrumented hop may end and still count as
+/// made on its behalf. A server span ends when its handler returns, after the response is on the
+/// wire, so it can end after its caller's caller: an instrumented FastAPI service's SERVER spans
+/// were seen ending ~10 ms after the client call on a loaded 2-core machine. A root that outlives
+/// the call by more than this was not answering it.
+const HOP_LATE_END_NANOS: u64 = 50_000_000;
+
 /// The address a CLIENT span called, as `host:port` (or the bare host), for naming a hop.
 fn hop_address(peers: &[String]) -> Option<&str> {
     peers
@@ -304,8 +311,8 @@ fn hop_address(peers: &[String]) -> Option<&str> {
 /// made the call without forwarding the context (a legacy service, a gateway that strips headers).
 ///
 /// Nothing names the new root's caller, so only time pairs them, and the guards against
-/// coincidence are strict: the root lies inside the client's window (start and end, with the
-/// matching slack), it is the only unused root there, the client is the only unmatched call whose
+/// coincidence are strict: the root starts inside the client's window (with the matching slack)
+/// and ends at most [`HOP_LATE_END_NANOS`] after it, it is the only unused root there, the client is the only unmatched call whose
 /// window holds it, and the same (caller, operation, hop, callee) pairing is seen at least
 /// [`MIN_HOP_EVIDENCE`] times. Busy windows where calls overlap produce no finding rather than a
 /// wrong one.
@@ -352,7 +359,8 @@ fn uninstrumented_hops(
         .collect();
     let inside = |(lo, hi): (u64, u64), rti: usize, ri: usize| {
         let r = &judged[rti].spans[ri].span;
-        r.start_time_unix_nano >= lo && r.end_time_unix_nano <= hi
+        (lo..=hi).contains(&r.start_time_unix_nano)
+            && r.end_time_unix_nano <= hi.saturating_add(HOP_LATE_END_NANOS)
     };
     // Each call's single candidate root (or none when there are several).
     let mut pairs: Vec<(usize, usize, usize, usize, &str)> = Vec::new();

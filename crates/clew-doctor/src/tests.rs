@@ -964,6 +964,22 @@ fn context_lost_at_an_uninstrumented_hop_is_named() {
 }
 
 #[test]
+fn uninstrumented_hop_tolerates_a_root_that_ends_just_after_the_call() {
+    // A server span ends when its handler returns, after its response is on the wire: on a
+    // loaded machine the new roots were seen ending ~10 ms after the client calls they answered.
+    let mut traces = calls_through_a_legacy_hop(3, 1000, false);
+    for t in &mut traces {
+        for f in t.iter_mut().filter(|f| f.service_name() == "orders") {
+            f.span.end_time_unix_nano += 20 * MS; // t0 + 50: 10 ms after the call's end
+        }
+    }
+    let r = analyze_window(&traces, &wopts());
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    assert_eq!(r.findings[0].count, 3);
+    assert_eq!(r.findings[0].via.as_deref(), Some("legacy:8081"));
+}
+
+#[test]
 fn uninstrumented_hop_needs_repeated_unambiguous_evidence() {
     // Seen once: a coincidence in time is not evidence.
     let r = analyze_window(&calls_through_a_legacy_hop(1, 1000, false), &wopts());
