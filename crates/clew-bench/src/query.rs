@@ -27,6 +27,20 @@ fn config_path(data_dir: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Whether the server reports a merge in progress (`clew_compaction_running`); `false` when it
+/// cannot tell (a binary from before the gauge: only the files are watched then).
+async fn compaction_running(client: &reqwest::Client, server: &servers::Server) -> bool {
+    let Some(q) = &server.query else { return false };
+    let Ok(r) = client.get(format!("http://{q}/metrics")).send().await else {
+        return false;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("clew_compaction_running "))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .any(|v| v > 0.0)
+}
+
 fn log_path(data_dir: &Path, what: &str) -> PathBuf {
     let mut p = data_dir.as_os_str().to_owned();
     p.push(format!(".{what}.log"));
@@ -116,16 +130,18 @@ pub async fn storage_run(
         Some(&cfg),
         &log_path(data_dir, "compact"),
     )?;
-    // Settled: no block being written (a `data.parquet` without its `meta.json`, which is
-    // written last — a merge of millions of spans writes for minutes without changing the block
-    // count) and the count unchanged for 45 s. Bounded, so a stuck compactor cannot hang the run.
+    // Settled: no merge running (`clew_compaction_running`: a merge of millions of spans builds
+    // its output in memory for minutes without changing a file), no block being written (a
+    // `data.parquet` without its `meta.json`, which is written last) and the count unchanged for
+    // 45 s. Bounded, so a stuck compactor cannot hang the run.
     let writing = |dir: &Path| files_named(dir, "data.parquet") > block_count(dir);
+    let client = reqwest::Client::new();
     let mut last = (block_count(data_dir), Instant::now());
     let settle_started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let n = block_count(data_dir);
-        if n != last.0 || writing(data_dir) {
+        if n != last.0 || writing(data_dir) || compaction_running(&client, &server).await {
             last = (n, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(45) {
             break;

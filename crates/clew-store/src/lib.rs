@@ -71,6 +71,7 @@ pub mod bloom;
 pub mod catalog;
 pub mod clock;
 pub mod column_filter;
+mod compaction_plan;
 pub mod dir_lock;
 pub mod disk_guard;
 pub mod erase;

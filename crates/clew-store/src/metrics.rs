@@ -43,6 +43,7 @@ struct Inner {
     compactions: Counter,
     compaction_failures: Counter,
     compactions_deferred: Counter,
+    compaction_running: Gauge,
     duplicates_removed: Counter,
     tier_blocks: Family<TierLabel, Gauge>,
     tier_bytes: Family<TierLabel, Gauge>,
@@ -77,6 +78,7 @@ impl Default for StoreMetrics {
             compactions: Counter::default(),
             compaction_failures: Counter::default(),
             compactions_deferred: Counter::default(),
+            compaction_running: Gauge::default(),
             duplicates_removed: Counter::default(),
             tier_blocks: Family::default(),
             tier_bytes: Family::default(),
@@ -170,6 +172,12 @@ impl StoreMetrics {
             "Merges put off or abandoned between slices because memory was short under the \
              memory limiter's soft limit (retried next round)",
             m.compactions_deferred.clone(),
+        );
+        r.register(
+            "clew_compaction_running",
+            "Merges in progress (0 or 1): a merge builds its output in memory for minutes before \
+             any file changes",
+            m.compaction_running.clone(),
         );
         r.register(
             "clew_compaction_duplicate_spans_removed",
@@ -351,7 +359,22 @@ impl StoreMetrics {
         self.0.compactions_deferred.inc();
     }
 
+    /// Marks a merge as running until the returned guard is dropped.
+    pub fn compaction_running(&self) -> CompactionRunning {
+        self.0.compaction_running.inc();
+        CompactionRunning(self.0.compaction_running.clone())
+    }
+
     pub fn compactions_deferred(&self) -> u64 {
         self.0.compactions_deferred.get()
+    }
+}
+
+/// Holds `clew_compaction_running` up while a merge runs (whatever way it ends).
+pub struct CompactionRunning(Gauge);
+
+impl Drop for CompactionRunning {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -7,6 +7,7 @@ use crate::api::{
 use crate::block::{self, Block, BlockMeta, BlockRef, META_FILE};
 use crate::catalog::Catalog;
 use crate::clock::{Clock, SystemClock};
+use crate::compaction_plan::{plan_merge, PlanBlock};
 use crate::head::Head;
 use crate::holds::Holds;
 use crate::matcher::Matcher;
@@ -72,7 +73,8 @@ pub struct CompactionConfig {
     pub interval: Duration,
     /// Compact a tenant-day once it has at least this many blocks…
     pub min_blocks: usize,
-    /// …merging blocks up to this many spans into one.
+    /// …merging neighbours in time up to this many spans into one. A limit-N search reads the
+    /// newest block at least, so this bounds its cost: ~40–50 ns per span on 2 cores.
     pub max_block_spans: u64,
 }
 
@@ -82,7 +84,7 @@ impl Default for CompactionConfig {
             enabled: true,
             interval: Duration::from_secs(30),
             min_blocks: 4,
-            max_block_spans: 5_000_000,
+            max_block_spans: 2_000_000,
         }
     }
 }
@@ -510,34 +512,28 @@ impl Store {
         let mut written = 0;
         for (tenant, blocks) in snapshot {
             // Blocks merge only with blocks of the same tier; the output stays in that tier.
+            // Full blocks stay in the groups: they separate the blocks around them in time.
             let mut by_day: BTreeMap<(&str, Tier), Vec<&BlockRef>> = BTreeMap::new();
             for b in &blocks {
-                if b.meta.span_count < cfg.max_block_spans {
-                    by_day
-                        .entry((b.meta.day.as_str(), b.tier()))
-                        .or_default()
-                        .push(b);
-                }
+                by_day
+                    .entry((b.meta.day.as_str(), b.tier()))
+                    .or_default()
+                    .push(b);
             }
-            for (_, mut group) in by_day {
-                if group.len() < cfg.min_blocks.max(2) {
+            for (_, group) in by_day {
+                let plan: Vec<PlanBlock> = group
+                    .iter()
+                    .map(|b| PlanBlock {
+                        min_start: b.meta.min_start_unix_nano,
+                        max_start: b.meta.max_start_unix_nano,
+                        spans: b.meta.span_count,
+                    })
+                    .collect();
+                // Neighbours in time, never past the ceiling (see `compaction_plan`).
+                let Some(picked) = plan_merge(&plan, cfg.min_blocks, cfg.max_block_spans) else {
                     continue;
-                }
-                group.sort_by_key(|b| b.meta.span_count);
-                let mut chosen = Vec::new();
-                let mut total = 0;
-                // Smallest first, and never past the ceiling: two blocks whose sum is over it
-                // stay apart (a larger newest block is what one limit-20 search has to read).
-                for b in group {
-                    if total + b.meta.span_count > cfg.max_block_spans {
-                        break;
-                    }
-                    total += b.meta.span_count;
-                    chosen.push(b.clone());
-                }
-                if chosen.len() < 2 {
-                    continue;
-                }
+                };
+                let chosen: Vec<BlockRef> = picked.iter().map(|&i| group[i].clone()).collect();
                 // The output is written before the inputs go: it needs room of its own. Without
                 // it, skip the round instead of failing half-way (the next round looks again).
                 if let Some(disk) = self
@@ -575,6 +571,7 @@ impl Store {
         tenant: &Tenant,
         chosen: &[BlockRef],
     ) -> Result<MergeOutcome, StoreError> {
+        let _running = self.inner.metrics.compaction_running();
         let total: u64 = chosen.iter().map(|b| b.meta.span_count).sum();
         let budget = self.inner.memory_budget.read().clone();
         let configured = self.inner.cfg.merge_slice_spans;

@@ -194,7 +194,8 @@ async fn compaction_never_writes_a_block_over_max_block_spans() {
     let mut c = cfg(dir.path());
     c.compaction.max_block_spans = 10;
     let (store, _) = Store::open(c, StoreMetrics::default()).await.unwrap();
-    // Blocks of 6, 7 and 3 spans: 3 + 6 fits the ceiling, the 7 on top would not.
+    // Blocks of 6, 7 and 3 spans, successive in time: neighbours merge, and 7 + 3 fits the
+    // ceiling where 6 + 7 would not.
     for (trace, spans) in [(1u8, 6u8), (2, 7), (3, 3)] {
         store.consume(batch("a", trace, "s", spans)).await.unwrap();
         store.flush().await.unwrap();
@@ -206,13 +207,56 @@ async fn compaction_never_writes_a_block_over_max_block_spans() {
         .map(|b| b.meta.span_count)
         .collect();
     counts.sort();
-    assert_eq!(counts, vec![7, 9]);
-    // Both are under the ceiling, but together they would pass it: they stay apart.
+    assert_eq!(counts, vec![6, 10]);
+    // Together they would pass the ceiling (and the 10 is full): they stay apart.
     assert_eq!(store.compact_once().await.unwrap(), 0);
     assert!(store
         .blocks(&t("a"))
         .iter()
         .all(|b| b.meta.span_count <= 10));
+}
+
+/// Merges take neighbours in time (`compaction_plan`), so compacted blocks cover successive time
+/// ranges and a limit-N search reads the newest block only; smallest-first merging made every
+/// block span the whole day and a search read them all.
+#[tokio::test]
+async fn compaction_merges_neighbours_in_time_so_a_search_reads_the_newest_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.compaction.max_block_spans = 12;
+    let metrics = StoreMetrics::default();
+    let (store, _) = Store::open(c, metrics.clone()).await.unwrap();
+    // Six flushes of one trace each, one millisecond apart, of 4 or 8 spans. Smallest first
+    // would merge traces 1, 3 and 5 (4 + 4 + 4) into a block that spans almost everything.
+    for (trace, spans) in [(1u8, 4u8), (2, 8), (3, 4), (4, 8), (5, 4), (6, 4)] {
+        store.consume(batch("a", trace, "s", spans)).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    while store.compact_once().await.unwrap() > 0 {}
+    let mut blocks = store.blocks(&t("a"));
+    blocks.sort_by_key(|b| b.meta.min_start_unix_nano);
+    let counts: Vec<u64> = blocks.iter().map(|b| b.meta.span_count).collect();
+    assert_eq!(counts, vec![12, 12, 8], "traces 1-2, 3-4 and 5-6");
+    for w in blocks.windows(2) {
+        assert!(
+            w[0].meta.max_start_unix_nano < w[1].meta.min_start_unix_nano,
+            "blocks overlap in time: {:?} {:?}",
+            w[0].meta,
+            w[1].meta
+        );
+    }
+    // The two newest traces are both in the newest block: the oldest block is never read (a
+    // small newest block leaves a core free, which starts on the next newest).
+    let q = SearchQuery {
+        limit: 2,
+        ..Default::default()
+    };
+    let before = metrics.search_blocks_read();
+    let hits = store.search(&t("a"), &q).await.unwrap();
+    let ids: Vec<TraceId> = hits.iter().map(|h| h.trace_id).collect();
+    assert_eq!(ids, vec![TraceId([6; 16]), TraceId([5; 16])]);
+    let read = metrics.search_blocks_read() - before;
+    assert!(read < 3, "{read} blocks read");
 }
 
 #[tokio::test]
