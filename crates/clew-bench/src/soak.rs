@@ -104,17 +104,6 @@ fn now_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Adds `delta` (wrapping, so it may move times back) to every little-endian u64 at `offsets`.
-fn shift_times(bytes: &mut [u8], offsets: &[usize], delta: u64) {
-    for &o in offsets {
-        if let Some(b) = bytes.get_mut(o..o + 8) {
-            let mut v = [0u8; 8];
-            v.copy_from_slice(b);
-            b.copy_from_slice(&u64::from_le_bytes(v).wrapping_add(delta).to_le_bytes());
-        }
-    }
-}
-
 /// The earliest time value in each pooled request (span starts come before ends and events).
 fn min_times(pool: &Pool) -> Vec<u64> {
     pool.requests
@@ -241,7 +230,7 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
                 // Re-stamp: the request's earliest span starts `age` before now.
                 let min_start = now_nanos().saturating_sub(age);
                 let rendered = mins[idx].wrapping_add(round.wrapping_mul(pool.round_nanos));
-                shift_times(
+                crate::workload::add_to_u64_le(
                     &mut body,
                     &pool.requests[idx].time_offsets,
                     min_start.wrapping_sub(rendered),

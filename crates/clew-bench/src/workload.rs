@@ -361,12 +361,15 @@ fn time_offsets(bytes: &[u8], req: &ExportTraceServiceRequest) -> Vec<usize> {
     out
 }
 
-fn add_to_u64_le(bytes: &mut [u8], offsets: &[usize], delta: u64) {
+/// Adds `delta` (wrapping, so it may move values back) to every little-endian u64 at `offsets`
+/// (fixed64 protobuf fields: span times); offsets past the end are skipped.
+pub(crate) fn add_to_u64_le(bytes: &mut [u8], offsets: &[usize], delta: u64) {
     for &o in offsets {
-        let field = &mut bytes[o..o + 8];
-        let mut v = [0u8; 8];
-        v.copy_from_slice(field);
-        field.copy_from_slice(&u64::from_le_bytes(v).wrapping_add(delta).to_le_bytes());
+        if let Some(field) = bytes.get_mut(o..o + 8) {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(field);
+            field.copy_from_slice(&u64::from_le_bytes(v).wrapping_add(delta).to_le_bytes());
+        }
     }
 }
 
