@@ -32,6 +32,18 @@ def clew_bin() -> Path:
     return path
 
 
+def run_doctor(clew, *extra: str) -> dict:
+    """`clew doctor` (the CLI) over the last 10 minutes of `clew`, JSON report; no grace period, so
+    traces are judged as soon as they are stored."""
+    out = subprocess.run(
+        [str(clew_bin()), "doctor", "--endpoint", clew.query_url, "--since", "10m", "--grace", "0s",
+         "--format", "json", *extra],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from clew_helpers import clew_bin, free_port
+from clew_helpers import clew_bin, free_port, run_doctor
 
 APPS = Path(__file__).resolve().parent / "doctor_apps"
 CALLS = 3
@@ -72,14 +72,7 @@ def apps(clew, tmp_path):
     back.stop()
 
 
-def doctor(clew, *extra: str) -> dict:
-    out = subprocess.run(
-        [str(clew_bin()), "doctor", "--endpoint", clew.query_url, "--since", "10m", "--grace", "0s",
-         "--format", "json", *extra],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+doctor = run_doctor
 
 
 def mine(report: dict, front, back) -> list[dict]:

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import pytest
 import requests
 
-from clew_helpers import REPO_ROOT, clew_bin, free_port
+from clew_helpers import REPO_ROOT, clew_bin, free_port, run_doctor
 
 GUIDES = REPO_ROOT / "examples" / "guides"
 
@@ -97,13 +97,7 @@ def tags(span: dict) -> dict:
 
 def doctor_findings(clew, service: str) -> list[dict]:
     """`clew doctor` (the CLI, JSON output) findings that involve `service`."""
-    out = subprocess.run(
-        [str(clew_bin()), "doctor", "--endpoint", clew.query_url, "--since", "10m", "--grace", "0s",
-         "--format", "json"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    report = run_doctor(clew)
     return [f for f in report["findings"] if service in (f.get("from_service"), f.get("to_service"))]
 
 

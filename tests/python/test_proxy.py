@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from clew_helpers import clew_bin, free_port, wait_until
+from clew_helpers import clew_bin, free_port, run_doctor, wait_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -161,14 +161,7 @@ def jaeger_trace(clew, tid: str, n: int) -> dict:
     return wait_until(get, 20, f"trace {tid} with {n} spans")
 
 
-def doctor(clew) -> dict:
-    out = subprocess.run(
-        [str(clew_bin()), "doctor", "--endpoint", clew.query_url, "--since", "10m", "--grace", "0s",
-         "--format", "json"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+doctor = run_doctor
 
 
 def findings_about(report: dict, names: set[str]) -> list[dict]:
