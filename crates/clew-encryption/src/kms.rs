@@ -87,6 +87,10 @@ pub struct KmsProvider {
     endpoint: String,
     creds: AwsCredentials,
     http: reqwest::Client,
+    /// The runtime the provider was built on: requests run there whichever runtime asks (the
+    /// store's compactor has one of its own), because a pooled connection is driven by the
+    /// runtime that opened it and would stall while that runtime's thread is busy.
+    io: Option<tokio::runtime::Handle>,
     /// configured key id → (key ARN, resolved at)
     resolved: Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -156,6 +160,7 @@ impl KmsProvider {
             endpoint,
             creds,
             http,
+            io: tokio::runtime::Handle::try_current().ok(),
             resolved: Mutex::new(HashMap::new()),
         })
     }
@@ -209,14 +214,29 @@ impl KmsProvider {
         for (k, v) in signed {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| KeyError::Unavailable {
+        let (t, endpoint) = (target.to_string(), self.endpoint.clone());
+        let exchange = async move {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| format!("{t} to {endpoint}: {}", error_chain(&e)))?;
+            let status = resp.status();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| format!("{t}: reading response: {}", error_chain(&e)))?;
+            Ok::<_, String>((status, text))
+        };
+        let result = match &self.io {
+            Some(io) => io
+                .spawn(exchange)
+                .await
+                .unwrap_or_else(|e| Err(format!("{target}: request task: {e}"))),
+            None => exchange.await,
+        };
+        let (status, text) = result.map_err(|message| KeyError::Unavailable {
             provider: PROVIDER.into(),
-            message: format!("{target} to {}: {}", self.endpoint, error_chain(&e)),
-        })?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| KeyError::Unavailable {
-            provider: PROVIDER.into(),
-            message: format!("{target}: reading response: {}", error_chain(&e)),
+            message,
         })?;
         if status.is_success() {
             return serde_json::from_str(&text).map_err(|e| {

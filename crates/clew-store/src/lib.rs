@@ -66,6 +66,7 @@ pub enum StoreError {
 }
 
 pub mod attr_filter;
+mod background;
 pub mod block;
 pub mod bloom;
 pub mod catalog;

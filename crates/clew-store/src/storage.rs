@@ -446,6 +446,13 @@ mod s3 {
     }
 
     fn build(cfg: &S3Config, b: AmazonS3Builder) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        // HTTP I/O runs on the runtime that opens the store, whichever runtime asks: a pooled
+        // connection is driven by the runtime that opened it, and the compactor's own runtime
+        // (`background.rs`) is busy for long stretches; queries must not wait on it.
+        let b = match tokio::runtime::Handle::try_current() {
+            Ok(io) => b.with_http_connector(object_store::client::SpawnedReqwestConnector::new(io)),
+            Err(_) => b,
+        };
         let s3 = b.build().map_err(|e| {
             config_error("storage.s3", format!("cannot configure the S3 client: {e}"))
         })?;

@@ -400,7 +400,8 @@ impl Store {
         if self.inner.cfg.compaction.enabled {
             let compactor = self.clone();
             let mut stop = self.inner.stop.subscribe();
-            tokio::spawn(async move {
+            // On a thread of its own at a lower priority: see `background.rs`.
+            let started = crate::background::spawn_low_priority("clew-compactor", async move {
                 let mut tick = tokio::time::interval(compactor.inner.cfg.compaction.interval);
                 // A merge longer than the interval must not be followed by a burst of rounds.
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -420,6 +421,9 @@ impl Store {
                     }
                 }
             });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start the compaction thread; compaction is off");
+            }
         }
     }
 
