@@ -28,6 +28,19 @@ impl ProcCpu {
     }
 }
 
+/// CPU seconds of the thread of `pid` named `name` (`/proc/PID/task/*/comm`); `None` when the
+/// process has no such thread.
+pub fn thread_cpu_seconds(pid: u32, name: &str) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        if comm.trim_end() != name {
+            return None;
+        }
+        parse_stat_cpu(&std::fs::read_to_string(t.path().join("stat")).ok()?)
+    })
+}
+
 /// utime (field 14) + stime (field 15); fields counted after the `(comm)` which may hold spaces.
 fn parse_stat_cpu(stat: &str) -> Option<f64> {
     let rest = &stat[stat.rfind(')')? + 1..];
