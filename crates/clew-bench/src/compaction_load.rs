@@ -21,13 +21,24 @@ const BASE_CONFIG: &str = "storage:\n  compaction:\n    enabled: false\n";
 const RUN_CONFIG: &str =
     "storage:\n  compaction:\n    interval: 2s\n    min_blocks: 2\n    max_block_spans: 6000000\n";
 
+#[derive(clap::Args)]
 pub struct CompactionLoadArgs {
+    /// One or more binaries to compare (repeat the flag).
+    #[arg(long = "clew-bin", default_value = "target/release/clew")]
     pub clew_bins: Vec<PathBuf>,
+    #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+    /// Offered spans per second during each run (0: as fast as acknowledgements come back).
+    #[arg(long, default_value_t = 60_000)]
     pub rate: u64,
+    #[arg(long, default_value = "60s", value_parser = crate::humantime_secs)]
     pub duration: Duration,
+    /// How long the full-speed load that builds the uncompacted store runs.
+    #[arg(long, default_value = "90s", value_parser = crate::humantime_secs)]
     pub base_duration: Duration,
+    #[arg(long, default_value_t = 8)]
     pub connections: usize,
+    #[arg(long, default_value = "target/bench-data/compaction-load")]
     pub work_dir: PathBuf,
 }
 
@@ -96,7 +107,7 @@ pub async fn compaction_load(
                 r.server_cpu_seconds.unwrap_or(f64::NAN),
                 compactor.map_or("-".into(), |c| format!("{c:.1} cpu-s")),
                 first_merge_s.map_or("(not within the run)".into(), |s: f64| format!("{s:.1} s")),
-                load_average(),
+                proc_stat::load_average(),
             );
             runs.push(json!({
                 "round": round,
@@ -141,27 +152,17 @@ fn watch_first_merge(server: &servers::Server) -> tokio::task::JoinHandle<Option
         let client = reqwest::Client::new();
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(600) {
-            if compactions(&client, &q).await.unwrap_or(0.0) > 0.0 {
+            if servers::metric(&client, &q, "clew_compaction_runs_total")
+                .await
+                .unwrap_or(0.0)
+                > 0.0
+            {
                 return Some(t0.elapsed().as_secs_f64());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         None
     })
-}
-
-async fn compactions(client: &reqwest::Client, q: &str) -> Option<f64> {
-    let text = client
-        .get(format!("http://{q}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .filter(|l| l.starts_with("clew_compaction_runs_total "))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -175,10 +176,4 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
         bail!("cp -a {} {} failed", from.display(), to.display());
     }
     Ok(())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }

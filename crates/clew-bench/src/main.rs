@@ -241,23 +241,8 @@ enum Cmd {
     /// fixed-rate gRPC load runs; export latency, acknowledged rate, server and compactor-thread
     /// CPU per binary, alternating (BENCHMARKS.md, issue 17).
     CompactionLoad {
-        /// One or more binaries to compare (repeat the flag).
-        #[arg(long = "clew-bin", default_value = "target/release/clew")]
-        clew_bins: Vec<PathBuf>,
-        #[arg(long, default_value_t = 2)]
-        rounds: usize,
-        /// Offered spans per second during each run.
-        #[arg(long, default_value_t = 60_000)]
-        rate: u64,
-        #[arg(long, default_value = "60s", value_parser = humantime_secs)]
-        duration: Duration,
-        /// How long the full-speed load that builds the uncompacted store runs.
-        #[arg(long, default_value = "90s", value_parser = humantime_secs)]
-        base_duration: Duration,
-        #[arg(long, default_value_t = 8)]
-        connections: usize,
-        #[arg(long, default_value = "target/bench-data/compaction-load")]
-        work_dir: PathBuf,
+        #[command(flatten)]
+        args: compaction_load::CompactionLoadArgs,
         #[command(flatten)]
         pool: PoolArgs,
         #[arg(long)]
@@ -608,26 +593,7 @@ async fn main() -> anyhow::Result<()> {
             let report = redaction_cost::redaction_cost(args, pool).await?;
             write_json(&json, report)?;
         }
-        Cmd::CompactionLoad {
-            clew_bins,
-            rounds,
-            rate,
-            duration,
-            base_duration,
-            connections,
-            work_dir,
-            pool,
-            json,
-        } => {
-            let args = compaction_load::CompactionLoadArgs {
-                clew_bins,
-                rounds,
-                rate,
-                duration,
-                base_duration,
-                connections,
-                work_dir,
-            };
+        Cmd::CompactionLoad { args, pool, json } => {
             let report = compaction_load::compaction_load(args, pool.build()).await?;
             write_json(&json, report)?;
         }

@@ -28,6 +28,14 @@ impl ProcCpu {
     }
 }
 
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg has them ("?" elsewhere): printed
+/// beside every figure taken on a shared machine.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 /// CPU seconds of the thread of `pid` named `name` (`/proc/PID/task/*/comm`); `None` when the
 /// process has no such thread.
 pub fn thread_cpu_seconds(pid: u32, name: &str) -> Option<f64> {

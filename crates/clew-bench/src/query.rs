@@ -27,18 +27,13 @@ fn config_path(data_dir: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Whether the server reports a merge in progress (`clew_compaction_running`); `false` when it
-/// cannot tell (a binary from before the gauge: only the files are watched then).
+/// Whether the server reports a merge in progress; `false` when it cannot tell (a binary from
+/// before `clew_compaction_running`: only the files are watched then).
 async fn compaction_running(client: &reqwest::Client, server: &servers::Server) -> bool {
     let Some(q) = &server.query else { return false };
-    let Ok(r) = client.get(format!("http://{q}/metrics")).send().await else {
-        return false;
-    };
-    let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("clew_compaction_running "))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .any(|v| v > 0.0)
+    servers::metric(client, q, "clew_compaction_running")
+        .await
+        .is_some_and(|v| v > 0.0)
 }
 
 fn log_path(data_dir: &Path, what: &str) -> PathBuf {

@@ -9,6 +9,7 @@
 //! so a run where the rules never fired (a config that did not load) cannot pass as cheap.
 
 use crate::load::{self, Protocol};
+use crate::proc_stat;
 use crate::servers;
 use crate::workload::Pool;
 use crate::{fresh_dir, median, print_load, DriveArgs};
@@ -53,12 +54,6 @@ pub struct RedactionCostArgs {
     pub drive: DriveArgs,
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// The sum of `clew_redaction_values_total` over all its label sets.
 async fn redacted_values(query_addr: &str) -> anyhow::Result<f64> {
     let body = reqwest::get(format!("http://{query_addr}/metrics"))
@@ -81,7 +76,7 @@ pub async fn redaction_cost(
     let config = args.work_dir.join("redaction.yaml");
     std::fs::write(&config, FULL_RULE_SET)
         .with_context(|| format!("writing {}", config.display()))?;
-    let load_before = load_average();
+    let load_before = proc_stat::load_average();
     println!("load average before: {load_before}");
     let mut runs = Vec::new();
     let mut summary = Vec::new();
@@ -183,7 +178,7 @@ pub async fn redaction_cost(
             "pooled_redaction_extra_cpu_per_span": pooled_extra,
         }));
     }
-    let load_after = load_average();
+    let load_after = proc_stat::load_average();
     println!("load average after: {load_after}");
     Ok(json!({
         "summary": summary,

@@ -58,6 +58,21 @@ impl Drop for Server {
     }
 }
 
+/// The value of an unlabelled metric (`clew_compaction_running`) on the `/metrics` of the query
+/// API at `query` (host:port); `None` when it cannot be read or there is no such metric.
+pub async fn metric(client: &reqwest::Client, query: &str, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("http://{query}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 pub fn wait_for_port(addr: &str, child: &mut Child, name: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
