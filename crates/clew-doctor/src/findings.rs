@@ -338,9 +338,10 @@ fn uninstrumented_hops(
     let slack = opts.match_slack_nanos;
     let window = |ti: usize, ci: usize| {
         let c = &judged[ti].spans[ci].span;
+        // No slack after the call's end: back-to-back calls would each hold the next one's root.
         (
             c.start_time_unix_nano.saturating_sub(slack),
-            c.end_time_unix_nano.saturating_add(slack),
+            c.end_time_unix_nano,
         )
     };
     // Candidate calls: their address is not an instrumented server's.

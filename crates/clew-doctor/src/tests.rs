@@ -980,6 +980,22 @@ fn uninstrumented_hop_tolerates_a_root_that_ends_just_after_the_call() {
 }
 
 #[test]
+fn uninstrumented_hop_back_to_back_calls_each_hold_their_own_root() {
+    // Calls 3 ms apart whose roots start 2 ms into the call (as CI saw): the next call's root
+    // must not also count as inside the previous call.
+    let mut traces = calls_through_a_legacy_hop(3, 43, false);
+    for t in &mut traces {
+        for f in t.iter_mut().filter(|f| f.service_name() == "orders") {
+            f.span.start_time_unix_nano -= 8 * MS; // t0 + 2
+            f.span.end_time_unix_nano += 10 * MS; // t0 + 40
+        }
+    }
+    let r = analyze_window(&traces, &wopts());
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    assert_eq!(r.findings[0].count, 3);
+}
+
+#[test]
 fn uninstrumented_hop_needs_repeated_unambiguous_evidence() {
     // Seen once: a coincidence in time is not evidence.
     let r = analyze_window(&calls_through_a_legacy_hop(1, 1000, false), &wopts());
