@@ -107,3 +107,13 @@ def kafka_broker(tmp_path):
     broker = KafkaBroker(tmp_path / "tansu.log").start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """A real S3-compatible server (moto_server) on a free loopback port, owned by one test."""
+    from s3_server import S3Server
+
+    server = S3Server(tmp_path / "moto.log").start()
+    yield server
+    server.stop()

@@ -4,7 +4,9 @@
 
 /// Where an attribute is looked up: TraceQL's `span.`, `resource.` and unscoped `.` (span first,
 /// then resource).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum AttrScope {
     Span,
     Resource,
@@ -12,7 +14,7 @@ pub enum AttrScope {
 }
 
 /// What a [`SpanCondition`] looks at.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SpanField {
     /// Span name.
     Name,
@@ -31,7 +33,7 @@ pub enum SpanField {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CompareOp {
     Eq,
     Ne,
@@ -50,7 +52,7 @@ pub enum CompareOp {
 
 /// A typed literal. Ints and doubles compare with each other numerically; a string never equals a
 /// number (TraceQL's typing), and `Ne` on a missing field is false.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TagValue {
     String(String),
     Int(i64),
@@ -59,7 +61,7 @@ pub enum TagValue {
 }
 
 /// One typed condition on a span's field.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SpanCondition {
     pub field: SpanField,
     pub op: CompareOp,

@@ -10,6 +10,7 @@
 //! write to the store or know about receivers.
 
 mod api_v3;
+pub mod cluster;
 mod common;
 mod jaeger_api;
 pub mod jaeger_json;

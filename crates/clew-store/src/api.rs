@@ -6,7 +6,7 @@ use clew_model::{FlatSpan, Tenant, TraceId};
 pub use clew_model::query::{AttrScope, CompareOp, SpanCondition, SpanField, TagValue};
 
 /// A search, in Jaeger's sense: traces having at least one span that matches every condition.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SearchQuery {
     /// `service.name` of the matching span's resource.
     pub service: Option<String>,
@@ -48,7 +48,9 @@ pub struct TraceHit {
     pub start_unix_nano: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Operation {
     pub service: String,
     pub name: String,
@@ -57,7 +59,9 @@ pub struct Operation {
 }
 
 /// A call edge between two services: a span of `child` service whose parent span belongs to `parent`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct DependencyLink {
     pub parent: String,
     pub child: String,

@@ -19,6 +19,7 @@ pub use memory_budget::MemoryBudget;
 pub use metrics::StoreMetrics;
 pub use retention::{RetentionPolicy, DEFAULT_RETENTION};
 pub use sealed_block::RewrapReport;
+pub use shared::{BlocklistChanges, SharedBucket, SharedRole};
 pub use store::{CompactionConfig, OpenReport, Store, StoreConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,7 @@ pub mod file_reader;
 pub mod fsck;
 pub mod head;
 pub mod holds;
+pub mod lease;
 pub mod matcher;
 pub mod memory_budget;
 pub mod metrics;
@@ -87,6 +89,7 @@ pub mod quarantine;
 pub mod retention;
 pub mod schema;
 pub mod sealed_block;
+pub mod shared;
 pub mod storage;
 pub mod store;
 pub mod tags;

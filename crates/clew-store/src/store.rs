@@ -14,6 +14,7 @@ use crate::matcher::Matcher;
 use crate::memory_budget::{self, MemoryBudget};
 use crate::metrics::StoreMetrics;
 use crate::retention::{self, RetentionPolicy, RetentionReport, StoreEvents};
+use crate::shared::{self as shared_bucket, SharedBucket, SharedRole};
 use crate::storage::{Storage, Tier};
 use crate::wal::{ReplayReport, Sealed, Wal};
 use crate::StoreError;
@@ -65,6 +66,9 @@ pub struct StoreConfig {
     /// Free-space watermarks of the data directory (`storage.disk`): appends are refused
     /// retryably before the disk is full. `None`: no check (writes fail only on a full disk).
     pub disk: Option<Arc<crate::disk_guard::DiskGuard>>,
+    /// Other processes share the bucket (`clew serve --target ingester|querier|compactor`): what
+    /// this one does with it ([`crate::shared`]). `None`: the bucket (if any) is this store's alone.
+    pub shared: Option<SharedBucket>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +114,7 @@ impl StoreConfig {
             events: None,
             keys: None,
             disk: None,
+            shared: None,
         }
     }
 }
@@ -141,6 +146,8 @@ pub(crate) struct Inner {
     pub(crate) _dir_lock: crate::dir_lock::DataDirLock,
     /// What a compaction merge may allocate (the memory limiter's headroom); `None`: no limit.
     pub(crate) memory_budget: RwLock<Option<Arc<dyn MemoryBudget>>>,
+    /// An ingester sharing the bucket: when (store clock) it wrote each block it still serves.
+    pub(crate) written_at: parking_lot::Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Clone)]
@@ -240,10 +247,14 @@ impl Store {
             (Some(r), None) => r.clone(),
             _ => local.clone(),
         };
-        let tiers: Vec<&Storage> = std::iter::once(&local).chain(remote.as_ref()).collect();
+        // An ingester sharing the bucket never reads it: its index is what it writes.
+        let reads_remote = cfg.shared.as_ref().is_none_or(|s| s.lists_blocks());
+        let tiers: Vec<&Storage> = std::iter::once(&local)
+            .chain(remote.as_ref().filter(|_| reads_remote))
+            .collect();
         let quarantine = crate::quarantine::Quarantine::new(&cfg.data_dir);
-        let blocks = load_blocks(&tiers, &quarantine, &mut report).await?;
-        if let Some(r) = &remote {
+        let blocks = load_blocks(&tiers, &quarantine, cfg.shared.is_some(), &mut report).await?;
+        if let Some(r) = remote.as_ref().filter(|_| reads_remote) {
             let keep: HashSet<String> = blocks
                 .iter()
                 .filter(|b| b.tier() == Tier::Remote)
@@ -298,6 +309,7 @@ impl Store {
                 erasing: RwLock::new(HashMap::new()),
                 _dir_lock: dir_lock,
                 memory_budget: RwLock::new(None),
+                written_at: parking_lot::Mutex::new(HashMap::new()),
             }),
         };
         let resumed = store.resume_erasures()?;
@@ -360,8 +372,34 @@ impl Store {
                         tracing::error!(error = %e, "flushing the head into blocks failed; will retry");
                     }
                 }
+                flusher.forget_old_own_blocks();
             }
         });
+        if let Some(every) = self
+            .shared()
+            .filter(|s| s.lists_blocks())
+            .map(|s| s.blocklist_poll)
+        {
+            let poller = self.clone();
+            let mut stop = self.inner.stop.subscribe();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    if let Err(e) = poller.refresh_blocklist().await {
+                        tracing::warn!(error = %e, "listing the shared bucket failed; will retry");
+                    }
+                }
+            });
+        }
+        // Sharing the bucket, only compactors delete or merge blocks (under leases).
+        let maintains = self
+            .shared()
+            .is_none_or(|s| s.role == SharedRole::Compactor);
         if self.inner.cfg.tiering.is_some() && self.inner.remote.is_some() {
             let tierer = self.clone();
             let mut stop = self.inner.stop.subscribe();
@@ -384,6 +422,9 @@ impl Store {
         let retention = self.clone();
         let mut stop = self.inner.stop.subscribe();
         tokio::spawn(async move {
+            if !maintains {
+                return;
+            }
             // The first pass one interval after start-up, not at once: a start-up is busy enough.
             let every = retention.inner.cfg.retention_interval;
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -397,7 +438,7 @@ impl Store {
                 }
             }
         });
-        if self.inner.cfg.compaction.enabled {
+        if self.inner.cfg.compaction.enabled && maintains {
             let compactor = self.clone();
             let mut stop = self.inner.stop.subscribe();
             // On a thread of its own at a lower priority: see `background.rs`.
@@ -487,6 +528,13 @@ impl Store {
                 .await?;
                 tracing::debug!(tenant = %tenant, block = %b.meta.block_id, spans = b.meta.span_count, "block written");
                 b.preload().await?;
+                if self.is_shared_role(SharedRole::Ingester) {
+                    let now = self.inner.cfg.clock.now_unix_nano();
+                    self.inner
+                        .written_at
+                        .lock()
+                        .insert(b.meta.block_id.clone(), now);
+                }
                 self.inner
                     .blocks
                     .write()
@@ -499,70 +547,110 @@ impl Store {
     }
 
     /// One compaction pass: per tenant-day, merges small blocks (deduplicating spans).
-    /// Returns the number of blocks written.
+    /// Returns the number of blocks written. Sharing the bucket, a merge is planned from a fresh
+    /// listing and done only under the tenant-day's lease (`shared.rs`).
     pub async fn compact_once(&self) -> Result<usize, StoreError> {
         // Not the flush lock: a long merge must never stop the head from being flushed (the head
         // would fill and ingest would stall). Flushes only add blocks; the merge swaps its inputs
         // for its output in one step under the block-list lock.
         let _c = self.inner.compaction.lock().await;
-        let cfg = self.inner.cfg.compaction.clone();
-        let snapshot: Vec<(Tenant, Vec<BlockRef>)> = self
+        let leases = self.leases();
+        if leases.is_some() {
+            self.refresh_blocklist_locked().await?;
+        }
+        // Blocks merge only with blocks of the same tenant, day and tier; the output stays in
+        // that tier.
+        let groups: std::collections::BTreeSet<(Tenant, String, Tier)> = self
             .inner
             .blocks
             .read()
             .iter()
-            .map(|(t, b)| (t.clone(), b.clone()))
+            .flat_map(|(t, list)| {
+                list.iter()
+                    .map(|b| (t.clone(), b.meta.day.clone(), b.tier()))
+            })
             .collect();
         let mut written = 0;
-        for (tenant, blocks) in snapshot {
-            // Blocks merge only with blocks of the same tier; the output stays in that tier.
-            // Full blocks stay in the groups: they separate the blocks around them in time.
-            let mut by_day: BTreeMap<(&str, Tier), Vec<&BlockRef>> = BTreeMap::new();
-            for b in &blocks {
-                by_day
-                    .entry((b.meta.day.as_str(), b.tier()))
-                    .or_default()
-                    .push(b);
+        for (tenant, day, tier) in groups {
+            if self.plan_group(&tenant, &day, tier).is_none() {
+                continue;
             }
-            for (_, group) in by_day {
-                let plan: Vec<PlanBlock> = group
-                    .iter()
-                    .map(|b| PlanBlock {
-                        min_start: b.meta.min_start_unix_nano,
-                        max_start: b.meta.max_start_unix_nano,
-                        spans: b.meta.span_count,
-                    })
-                    .collect();
-                // Neighbours in time, never past the ceiling (see `compaction_plan`).
-                let Some(picked) = plan_merge(&plan, cfg.min_blocks, cfg.max_block_spans) else {
-                    continue;
-                };
-                let chosen: Vec<BlockRef> = picked.iter().map(|&i| group[i].clone()).collect();
-                // The output is written before the inputs go: it needs room of its own. Without
-                // it, skip the round instead of failing half-way (the next round looks again).
-                if let Some(disk) = self
-                    .inner
-                    .cfg
-                    .disk
-                    .as_ref()
-                    .filter(|_| chosen[0].tier() == Tier::Local)
+            let lease = match &leases {
+                None => None,
+                Some(l) => match l
+                    .try_acquire(&shared_bucket::compaction_lease(&tenant, &day))
+                    .await?
                 {
-                    let need: u64 = chosen.iter().map(|b| b.meta.size_bytes).sum();
-                    if !disk.has_room_for(need) {
-                        disk.compaction_skipped();
-                        tracing::warn!(tenant = %tenant, blocks = chosen.len(), need_bytes = need, free_bytes = disk.free_bytes(),
-                            "compaction skipped this round: its output might not fit on the disk");
-                        return Ok(written);
+                    // Another compactor may have merged this day since the listing: look again.
+                    Some(lease) => {
+                        self.refresh_blocklist_locked().await?;
+                        Some(lease)
                     }
+                    None => continue,
+                },
+            };
+            let outcome = match self.plan_group(&tenant, &day, tier) {
+                Some(chosen) => self.compact_chosen(&tenant, &chosen).await.map(Some),
+                None => Ok(None),
+            };
+            if let (Some(l), Some(lease)) = (&leases, lease) {
+                if let Err(e) = l.release(lease).await {
+                    tracing::warn!(tenant = %tenant, day = %day, error = %e, "could not give back a compaction lease; it expires on its own");
                 }
-                match self.merge_blocks(&tenant, &chosen).await? {
-                    MergeOutcome::Merged => written += 1,
-                    // Memory is short: later merges of this round would be too.
-                    MergeOutcome::Deferred => return Ok(written),
-                }
+            }
+            match outcome? {
+                None => {}
+                Some(MergeOutcome::Merged) => written += 1,
+                // Memory or disk is short: later merges of this round would be too.
+                Some(MergeOutcome::Deferred) => return Ok(written),
             }
         }
         Ok(written)
+    }
+
+    /// The blocks of one tenant-day and tier that a merge would take now, if any: neighbours in
+    /// time, never past the ceiling (see `compaction_plan`). Full blocks stay in the group: they
+    /// separate the blocks around them in time.
+    fn plan_group(&self, tenant: &Tenant, day: &str, tier: Tier) -> Option<Vec<BlockRef>> {
+        let cfg = &self.inner.cfg.compaction;
+        let group = shared_bucket::group_of(&self.blocks(tenant), day, tier);
+        let plan: Vec<PlanBlock> = group
+            .iter()
+            .map(|b| PlanBlock {
+                min_start: b.meta.min_start_unix_nano,
+                max_start: b.meta.max_start_unix_nano,
+                spans: b.meta.span_count,
+            })
+            .collect();
+        let picked = plan_merge(&plan, cfg.min_blocks, cfg.max_block_spans)?;
+        Some(picked.iter().map(|&i| group[i].clone()).collect())
+    }
+
+    /// Merges the chosen blocks, unless their output might not fit on the disk (`Deferred`,
+    /// nothing touched).
+    async fn compact_chosen(
+        &self,
+        tenant: &Tenant,
+        chosen: &[BlockRef],
+    ) -> Result<MergeOutcome, StoreError> {
+        // The output is written before the inputs go: it needs room of its own. Without it, skip
+        // the round instead of failing half-way (the next round looks again).
+        if let Some(disk) = self
+            .inner
+            .cfg
+            .disk
+            .as_ref()
+            .filter(|_| chosen[0].tier() == Tier::Local)
+        {
+            let need: u64 = chosen.iter().map(|b| b.meta.size_bytes).sum();
+            if !disk.has_room_for(need) {
+                disk.compaction_skipped();
+                tracing::warn!(tenant = %tenant, blocks = chosen.len(), need_bytes = need, free_bytes = disk.free_bytes(),
+                    "compaction skipped this round: its output might not fit on the disk");
+                return Ok(MergeOutcome::Deferred);
+            }
+        }
+        self.merge_blocks(tenant, chosen).await
     }
 
     /// Merges blocks into one, streaming: the trace-id space is cut into slices of at most
@@ -906,26 +994,71 @@ impl Store {
         let mut report = RetentionReport::default();
         // Not while an erase or a tiering move swaps blocks.
         let _c = self.inner.compaction.lock().await;
+        // Sharing the bucket, one compactor at a time expires a tenant's blocks (its lease).
+        let leases = self.leases();
         let tenants: Vec<Tenant> = self.inner.blocks.read().keys().cloned().collect();
         for tenant in tenants {
             let cutoff = self.expiry_cutoff(&tenant);
-            let expired: Vec<BlockRef> = self
-                .blocks(&tenant)
-                .into_iter()
-                .filter(|b| b.meta.max_start_unix_nano < cutoff)
-                .collect();
-            if expired.is_empty() {
+            if self.blocks_older_than(&tenant, cutoff).is_empty() {
                 continue;
+            }
+            let lease = match &leases {
+                None => None,
+                Some(l) => match l
+                    .try_acquire(&shared_bucket::retention_lease(&tenant))
+                    .await?
+                {
+                    Some(lease) => {
+                        self.refresh_blocklist_locked().await?;
+                        Some(lease)
+                    }
+                    None => continue,
+                },
+            };
+            let expired = self.blocks_older_than(&tenant, cutoff);
+            self.expire_blocks(&tenant, cutoff, expired, &mut report);
+            if let (Some(l), Some(lease)) = (&leases, lease) {
+                if let Err(e) = l.release(lease).await {
+                    tracing::warn!(tenant = %tenant, error = %e, "could not give back a retention lease; it expires on its own");
+                }
+            }
+        }
+        if report.deleted_blocks > 0 {
+            self.refresh_block_metrics();
+        }
+        Ok(report)
+    }
+
+    /// A tenant's blocks whose newest span started before `cutoff`.
+    fn blocks_older_than(&self, tenant: &Tenant, cutoff: u64) -> Vec<BlockRef> {
+        self.blocks(tenant)
+            .into_iter()
+            .filter(|b| b.meta.max_start_unix_nano < cutoff)
+            .collect()
+    }
+
+    /// Takes a tenant's expired blocks out of the index (those under a legal hold stay) and
+    /// deletes their files `block_delete_delay` later, reporting each deletion.
+    fn expire_blocks(
+        &self,
+        tenant: &Tenant,
+        cutoff: u64,
+        expired: Vec<BlockRef>,
+        report: &mut RetentionReport,
+    ) {
+        {
+            if expired.is_empty() {
+                return;
             }
             let (held, doomed): (Vec<BlockRef>, Vec<BlockRef>) = expired
                 .into_iter()
-                .partition(|b| self.block_is_held(&tenant, b));
+                .partition(|b| self.block_is_held(tenant, b));
             report.held_blocks += held.len();
             if doomed.is_empty() {
-                continue;
+                return;
             }
             let ids: HashSet<&str> = doomed.iter().map(|b| b.meta.block_id.as_str()).collect();
-            if let Some(list) = self.inner.blocks.write().get_mut(&tenant) {
+            if let Some(list) = self.inner.blocks.write().get_mut(tenant) {
                 list.retain(|b| !ids.contains(b.meta.block_id.as_str()));
             }
             for b in &doomed {
@@ -950,17 +1083,13 @@ impl Store {
                             "bytes": m.size_bytes,
                             "newest_span_unix_nano": m.max_start_unix_nano,
                             "cutoff_unix_nano": cutoff,
-                            "retention": humantime_secs(self.retention_of(&tenant)),
+                            "retention": humantime_secs(self.retention_of(tenant)),
                         }),
                     );
                 }
             }
             self.delete_blocks_later(doomed);
         }
-        if report.deleted_blocks > 0 {
-            self.refresh_block_metrics();
-        }
-        Ok(report)
     }
 
     /// Whether a legal hold keeps this block past its retention: the tenant is held, or the block
@@ -1011,7 +1140,9 @@ impl Store {
     }
 }
 
-fn dedup_key(s: &FlatSpan) -> (Vec<u8>, Vec<u8>, u64, u64, i32, String) {
+/// What makes two stored spans the same span (an OTLP retry, a span kept by two nodes): reads
+/// and merges keep one of each.
+pub fn dedup_key(s: &FlatSpan) -> (Vec<u8>, Vec<u8>, u64, u64, i32, String) {
     (
         s.span.trace_id.clone(),
         s.span.span_id.clone(),
@@ -1025,14 +1156,19 @@ fn dedup_key(s: &FlatSpan) -> (Vec<u8>, Vec<u8>, u64, u64, i32, String) {
 /// Lists block directories of every tier: loads complete ones, removes interrupted writes, local
 /// copies of blocks already in the bucket (interrupted tiering) and blocks already replaced by a
 /// compaction.
+/// Every complete block of the tiers. With a `shared` bucket, nothing in it is removed: an
+/// unfinished block may be another process's write in progress, and blocks replaced by a
+/// compaction are only hidden (a compactor deletes them, `shared.rs`).
 async fn load_blocks(
     tiers: &[&Storage],
     quarantine: &crate::quarantine::Quarantine,
+    shared: bool,
     report: &mut OpenReport,
 ) -> Result<Vec<Block>, StoreError> {
     let mut blocks = Vec::new();
     for storage in tiers {
-        blocks.extend(load_tier(storage, quarantine, report).await?);
+        let shared = shared && storage.tier() == Tier::Remote;
+        blocks.extend(load_tier(storage, quarantine, shared, report).await?);
     }
     // Complete in both tiers: tiering stopped after the copy and before deleting the local one.
     let remote: HashSet<String> = blocks
@@ -1057,7 +1193,9 @@ async fn load_blocks(
     let mut kept = Vec::new();
     for b in unique {
         if replaced.contains(&b.meta.block_id) {
-            block::delete_block(b.storage(), &b.meta).await?;
+            if !(shared && b.tier() == Tier::Remote) {
+                block::delete_block(b.storage(), &b.meta).await?;
+            }
             report.removed_compacted_blocks += 1;
         } else {
             kept.push(b);
@@ -1073,6 +1211,7 @@ async fn load_blocks(
 async fn load_tier(
     storage: &Storage,
     quarantine: &crate::quarantine::Quarantine,
+    shared: bool,
     report: &mut OpenReport,
 ) -> Result<Vec<Block>, StoreError> {
     let objects = storage.list_all().await?;
@@ -1091,6 +1230,9 @@ async fn load_tier(
             continue;
         }
         let (has_meta, has_key) = crate::sealed_block::listed_files(files);
+        if !has_meta && shared {
+            continue;
+        }
         if !has_meta {
             tracing::warn!(block = %dir, tier = storage.tier().as_str(), "removing an incomplete block (interrupted write)");
             for f in files {
@@ -1141,6 +1283,11 @@ async fn load_tier(
                     .unreadable_blocks_by_tenant
                     .entry(tenant)
                     .or_default() += 1;
+            }
+            // A shared bucket is not this process's to tidy: leave a damaged block where it is,
+            // and one deleted since the listing (a compactor's delayed delete) is just gone.
+            Err(e) if shared && (block::is_damage(&e) || shared_bucket::is_not_found(&e)) => {
+                tracing::warn!(dir = %dir, error = %e, "skipping a block of the shared bucket");
             }
             // Damage (not an I/O error): move the block aside, keep serving the rest.
             Err(e) if block::is_damage(&e) => {
@@ -1588,6 +1735,10 @@ impl Store {
         r: Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         match skip_unreadable(b, r) {
+            Err(e) if self.shared().is_some() && shared_bucket::is_not_found(&e) => {
+                self.forget_deleted_block(b);
+                Ok(T::default())
+            }
             Err(e) => {
                 let e = block::as_damage(&b.meta.dir().join(block::DATA_FILE), e);
                 if !block::is_damage(&e) {

@@ -482,3 +482,236 @@ async fn large_objects_are_copied_in_parts() {
     let got = remote.get(&path).await.unwrap();
     assert!(got.len() == data.len() && got[..] == data[..]);
 }
+
+// ---- A bucket shared by processes (`clew serve --target ingester|querier|compactor`) ----------
+
+fn shared(
+    dir: &std::path::Path,
+    moto: &Moto,
+    bucket: &str,
+    role: clew_store::SharedRole,
+    clock: Arc<ManualClock>,
+) -> StoreConfig {
+    let mut c = cfg(dir, s3(moto, bucket, "shared"), clock);
+    c.shared = Some(clew_store::SharedBucket::new(
+        role,
+        format!("{}-{}", role.as_str(), dir.display()),
+    ));
+    c
+}
+
+/// Two holders race for leases in the bucket (conditional puts): one wins; the other gets the
+/// lease once it is given back or has expired; a holder takes its own lease back after a restart.
+#[tokio::test]
+async fn leases_admit_one_holder_at_a_time() {
+    use clew_store::lease::Leases;
+    let moto = Moto::start();
+    moto.create_bucket("leases");
+    let storage = Storage::s3(&s3(&moto, "leases", "p")).await.unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let ttl = Duration::from_secs(60);
+    let a = Leases::new(storage.os.clone(), "a", ttl, clock.clone());
+    let b = Leases::new(storage.os.clone(), "b", ttl, clock.clone());
+    let name = "compaction/acme/2025-06-15";
+
+    let (ra, rb) = tokio::join!(a.try_acquire(name), b.try_acquire(name));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(
+        ra.is_some() != rb.is_some(),
+        "exactly one of two racing holders gets the lease: {ra:?} {rb:?}"
+    );
+    let (winner, loser, lease) = match (ra, rb) {
+        (Some(l), None) => (&a, &b, l),
+        (None, Some(l)) => (&b, &a, l),
+        _ => unreachable!(),
+    };
+    assert!(
+        loser.try_acquire(name).await.unwrap().is_none(),
+        "held and not expired"
+    );
+    // The holder itself (say, restarted) takes it again.
+    let lease = {
+        drop(lease);
+        winner
+            .try_acquire(name)
+            .await
+            .unwrap()
+            .expect("a holder retakes its own lease")
+    };
+    winner.release(lease).await.unwrap();
+    let taken = loser
+        .try_acquire(name)
+        .await
+        .unwrap()
+        .expect("a given-back lease is free");
+    // Never given back: free once it expires, and the old holder's release is then a no-op.
+    assert!(winner.try_acquire(name).await.unwrap().is_none());
+    clock.advance(ttl + Duration::from_secs(1));
+    let retaken = winner
+        .try_acquire(name)
+        .await
+        .unwrap()
+        .expect("an expired lease is free");
+    loser.release(taken).await.unwrap();
+    assert!(
+        loser.try_acquire(name).await.unwrap().is_none(),
+        "a stale release must not free someone else's lease"
+    );
+    winner.release(retaken).await.unwrap();
+    // Another name is another lease.
+    assert!(a.try_acquire("retention/acme").await.unwrap().is_some());
+    assert!(moto
+        .keys("leases", "p/")
+        .iter()
+        .all(|k| k.starts_with("p/leases/")));
+}
+
+/// An ingester writes blocks into a shared bucket; a querier lists and reads them; two compactors
+/// run at once and the tenant-day is merged exactly once; the querier's next listing swaps the
+/// inputs for the merged block (every trace still whole), and the inputs are deleted.
+#[tokio::test]
+async fn roles_share_a_bucket_and_compactors_merge_a_day_once() {
+    use clew_store::SharedRole;
+    let moto = Moto::start();
+    moto.create_bucket("shared");
+    let clock = Arc::new(ManualClock::new(T0 + DAY));
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (ingester, _) = open(shared(
+        dirs[0].path(),
+        &moto,
+        "shared",
+        SharedRole::Ingester,
+        clock.clone(),
+    ))
+    .await;
+    let (querier, _) = open(shared(
+        dirs[1].path(),
+        &moto,
+        "shared",
+        SharedRole::Querier,
+        clock.clone(),
+    ))
+    .await;
+    let compactor =
+        |d: &std::path::Path| shared(d, &moto, "shared", SharedRole::Compactor, clock.clone());
+    let (c1, _) = open(compactor(dirs[2].path())).await;
+    let (c2, _) = open(compactor(dirs[3].path())).await;
+
+    for trace in 1..=4u8 {
+        ingester
+            .consume(batch(trace, T0 + trace as u64 * 1000, 3))
+            .await
+            .unwrap();
+        ingester.flush().await.unwrap();
+    }
+    assert_eq!(
+        ingester.blocks(&t()).len(),
+        4,
+        "an ingester serves the blocks it wrote"
+    );
+    assert_eq!(querier.blocks(&t()).len(), 0, "not listed yet");
+    let changes = querier.refresh_blocklist().await.unwrap();
+    assert_eq!(changes.added, 4);
+    assert_eq!(search_ids(&querier).await.len(), 4);
+    assert_eq!(spans_of(&querier, 3).await, 3);
+    assert_eq!(querier.services(&t()).await.unwrap(), ["cart"]);
+
+    let (w1, w2) = tokio::join!(c1.compact_once(), c2.compact_once());
+    let (w1, w2) = (w1.unwrap(), w2.unwrap());
+    assert_eq!(
+        w1 + w2,
+        1,
+        "two compactors merged the one tenant-day {w1} + {w2} times"
+    );
+    // The one that did not merge learns of the merge at its next listing.
+    for c in [&c1, &c2] {
+        c.refresh_blocklist().await.unwrap();
+        assert_eq!(c.blocks(&t()).len(), 1);
+        assert_eq!(c.compact_once().await.unwrap(), 0, "nothing left to merge");
+    }
+    let changes = querier.refresh_blocklist().await.unwrap();
+    assert_eq!((changes.added, changes.removed), (1, 4));
+    for trace in 1..=4u8 {
+        assert_eq!(
+            spans_of(&querier, trace).await,
+            3,
+            "trace {trace} whole after the merge"
+        );
+    }
+    // The merge's inputs are deleted (delay 0 in this test): one block directory is left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metas = moto
+            .keys("shared", "shared/tenants/")
+            .into_iter()
+            .filter(|k| k.ends_with(META_FILE))
+            .count();
+        if metas == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{metas} blocks left in the bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An ingester forgets its own blocks once queriers have had time to list them.
+    clock.advance(Duration::from_secs(120));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !ingester.blocks(&t()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ingester still serves its old blocks"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in [ingester, querier, c1, c2] {
+        s.shutdown().await.unwrap();
+    }
+}
+
+/// Start-up with a shared bucket removes nothing: a block another process is still writing (no
+/// `meta.json` yet) stays, and so do blocks a compacted block replaces (hidden, not deleted, by a
+/// querier).
+#[tokio::test]
+async fn a_process_sharing_the_bucket_never_tidies_it_at_start() {
+    use clew_store::SharedRole;
+    let moto = Moto::start();
+    moto.create_bucket("tidy");
+    let clock = Arc::new(ManualClock::new(T0 + DAY));
+    let d1 = tempfile::tempdir().unwrap();
+    let (writer, _) = open(shared(
+        d1.path(),
+        &moto,
+        "tidy",
+        SharedRole::Ingester,
+        clock.clone(),
+    ))
+    .await;
+    writer.consume(batch(1, T0, 2)).await.unwrap();
+    writer.flush().await.unwrap();
+    let in_progress = Path::from("tenants/acme/2025-06-15/0000-in-progress/data.parquet");
+    writer
+        .storage()
+        .put(&in_progress, b"partial".to_vec())
+        .await
+        .unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (querier, report) = open(shared(
+        d2.path(),
+        &moto,
+        "tidy",
+        SharedRole::Querier,
+        clock.clone(),
+    ))
+    .await;
+    assert_eq!(report.removed_incomplete_blocks, 0);
+    assert_eq!(report.blocks, 1);
+    assert!(moto
+        .keys("tidy", "shared/")
+        .iter()
+        .any(|k| k.ends_with("0000-in-progress/data.parquet")));
+    assert_eq!(spans_of(&querier, 1).await, 2);
+    querier.shutdown().await.unwrap();
+    writer.shutdown().await.unwrap();
+}

@@ -35,6 +35,11 @@ pub struct Config {
     /// Per-tenant limits (Tempo's overrides): `defaults`, `per_tenant_file`, `reload_interval`.
     pub limits: Option<clew_security::limits::LimitsConfig>,
     pub service: Service,
+    /// What this process runs (Tempo's `target`): `all` (default), `collector`, `ingester`,
+    /// `querier` or `compactor` (`target.rs`).
+    pub target: crate::target::Target,
+    /// Settings of the scale-out roles.
+    pub cluster: crate::target::Cluster,
     /// The processors of the `traces` pipeline, in pipeline order (filled in by validation).
     #[serde(skip)]
     pub processor_configs: Vec<(String, ProcessorConfig)>,
@@ -616,7 +621,21 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        cfg.check_target()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         Ok(cfg)
+    }
+
+    /// [`crate::target::check`]: what the target needs of the rest; warnings into `warnings`.
+    pub fn check_target(&mut self) -> anyhow::Result<()> {
+        let mut warnings = Vec::new();
+        crate::target::check(self, &mut warnings)?;
+        for w in warnings {
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+        Ok(())
     }
 
     /// Parses every named processor by its type, checks the traces pipeline's references, and
@@ -1135,6 +1154,14 @@ impl Config {
             min_blocks: k.min_blocks,
             max_block_spans: k.max_block_spans,
         };
+        c.shared = self.target.shared_role().map(|role| {
+            let mut shared =
+                clew_store::SharedBucket::new(role, self.cluster.node_name(&self.storage.path));
+            shared.blocklist_poll = self.cluster.blocklist_poll;
+            shared.recent_blocks_for = self.cluster.recent_blocks_for;
+            shared.lease_ttl = self.cluster.lease_ttl;
+            shared
+        });
         c
     }
 }

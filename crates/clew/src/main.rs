@@ -102,6 +102,10 @@ struct ServeArgs {
     /// extensions.jaeger_remote_sampling.http.endpoint; on by default at 127.0.0.1:5778).
     #[arg(long, value_parser = config::parse_endpoint)]
     sampling_endpoint: Option<std::net::SocketAddr>,
+    /// What this process runs (overrides `target`): everything (`all`), or one role of a
+    /// scale-out deployment sharing a Kafka topic and a bucket (docs/scale-out.md).
+    #[arg(long, value_enum)]
+    target: Option<clew::target::Target>,
 }
 
 impl ServeArgs {
@@ -145,6 +149,11 @@ impl ServeArgs {
             if let Some(other) = seen.insert(addr, key) {
                 anyhow::bail!("{origin}: `{key}` and `{other}` both use {addr} (fix: give each listener its own port)");
             }
+        }
+        if let Some(t) = self.target {
+            cfg.target = t;
+            cfg.check_target()
+                .map_err(|e| anyhow::anyhow!("{origin} with --target {}: {e}", t.as_str()))?;
         }
         Ok(cfg)
     }

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use clew::target::Target;
 use clew_model::Tenant;
 use clew_receive::{ReceiverConfig, ReceiverMetrics};
 use clew_security::auth::TenantGateLayer;
@@ -132,54 +133,80 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ));
     disk.register(&mut registry);
     store_cfg.disk = Some(disk);
-    let (store, report) = Store::open(store_cfg.clone(), store_metrics)
-        .await
-        .with_context(|| format!("cannot open the store in {}", store_cfg.data_dir.display()))?;
-    tracing::info!(
-        data_dir = %store_cfg.data_dir.display(),
-        blocks = report.blocks,
-        replayed_spans = report.replay.spans,
-        replayed_records = report.replay.records,
-        truncated_bytes = report.replay.truncated_bytes,
-        "store opened"
-    );
+    let target = cfg.target;
+    // A collector stores nothing; every other role opens the store (a querier's or compactor's
+    // WAL stays empty: they only read and rewrite the shared bucket).
+    let store = if target.stores() {
+        let (store, report) = Store::open(store_cfg.clone(), store_metrics)
+            .await
+            .with_context(|| {
+                format!("cannot open the store in {}", store_cfg.data_dir.display())
+            })?;
+        tracing::info!(
+            data_dir = %store_cfg.data_dir.display(),
+            blocks = report.blocks,
+            replayed_spans = report.replay.spans,
+            replayed_records = report.replay.records,
+            truncated_bytes = report.replay.truncated_bytes,
+            target = target.as_str(),
+            "store opened"
+        );
+        Some(store)
+    } else {
+        None
+    };
 
     // Remote sampling for SDKs (on by default, like Jaeger all-in-one; `service.extensions: []`
     // turns it off).
-    let remote = cfg.remote_sampling().map(|rs| {
-        let default_probability = rs.source.default_probability();
-        let (source, adaptive) = match (&rs.source.adaptive, &rs.strategies) {
-            (Some(a), _) => {
-                let a = Arc::new(clew_sampling::Adaptive::new(a.clone()));
-                (clew_sampling::StrategySource::Adaptive(a.clone()), Some(a))
-            }
-            (None, f) => (
-                clew_sampling::StrategySource::file_with_default(
-                    f.clone().unwrap_or_default(),
-                    default_probability,
+    // SDKs ask the process they export to: the single binary or a collector.
+    let remote = cfg
+        .remote_sampling()
+        .filter(|_| matches!(target, Target::All | Target::Collector))
+        .map(|rs| {
+            let default_probability = rs.source.default_probability();
+            let (source, adaptive) = match (&rs.source.adaptive, &rs.strategies) {
+                (Some(a), _) => {
+                    let a = Arc::new(clew_sampling::Adaptive::new(a.clone()));
+                    (clew_sampling::StrategySource::Adaptive(a.clone()), Some(a))
+                }
+                (None, f) => (
+                    clew_sampling::StrategySource::file_with_default(
+                        f.clone().unwrap_or_default(),
+                        default_probability,
+                    ),
+                    None,
                 ),
-                None,
-            ),
-        };
-        (rs.http.endpoint, Arc::new(source), adaptive)
-    });
+            };
+            (rs.http.endpoint, Arc::new(source), adaptive)
+        });
     let adaptive = remote.as_ref().and_then(|r| r.2.clone());
 
     // The service graph sees every span first, before any sampling decision drops some.
-    let service_graph = clew_doctor::ServiceGraph::new(&mut registry);
-    let pipelines = crate::pipelines::build(
-        &cfg,
-        Box::new(service_graph),
-        Arc::new(store.clone()),
-        &mut registry,
-        adaptive.clone(),
-        keys.as_ref().map(|k| k.manager.clone()),
-        Some(flush_on_memory_pressure(&store)),
-    )
-    .await?;
-    if !pipelines.memory_headrooms.is_empty() {
-        store.set_memory_budget(Arc::new(LimiterBudget(pipelines.memory_headrooms.clone())));
-    }
+    let pipelines = match target.ingests() {
+        true => {
+            let service_graph = clew_doctor::ServiceGraph::new(&mut registry);
+            // A collector has no store; `target::check` refused a pipeline exporting to it.
+            let sink: Arc<dyn clew_model::SpanSink> = match &store {
+                Some(s) => Arc::new(s.clone()),
+                None => Arc::new(NoStore),
+            };
+            let built = crate::pipelines::build(
+                &cfg,
+                Box::new(service_graph),
+                sink,
+                &mut registry,
+                adaptive.clone(),
+                keys.as_ref().map(|k| k.manager.clone()),
+                store.as_ref().map(flush_on_memory_pressure),
+            )
+            .await?;
+            if let (Some(store), false) = (&store, built.memory_headrooms.is_empty()) {
+                store.set_memory_budget(Arc::new(LimiterBudget(built.memory_headrooms.clone())));
+            }
+            Some(built)
+        }
+        false => None,
+    };
     let metadata_keys = cfg.metadata_keys();
     let rcfg = ReceiverConfig {
         tenant_header: cfg.tenancy.header.clone(),
@@ -199,7 +226,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
-    let otlp_sink = pipelines.receivers.get("otlp").cloned();
+    let receiver_sink = |name: &str| {
+        pipelines
+            .as_ref()
+            .and_then(|p| p.receivers.get(name).cloned())
+    };
+    let otlp_sink = receiver_sink("otlp");
     if let (Some(otlp), Some(sink)) = (&cfg.receivers.otlp, &otlp_sink) {
         if let Some(g) = &otlp.protocols.grpc {
             let listener = bind(&cfg, "receivers.otlp.protocols.grpc", Alpn::Grpc).await?;
@@ -242,7 +274,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ));
         }
     }
-    if let (Some(z), Some(sink)) = (&cfg.receivers.zipkin, pipelines.receivers.get("zipkin")) {
+    if let (Some(z), Some(sink)) = (&cfg.receivers.zipkin, receiver_sink("zipkin")) {
         let listener = bind(&cfg, "receivers.zipkin", Alpn::Http).await?;
         let app = clew_receive::zipkin_router(sink.clone(), rcfg.clone(), receiver_metrics.clone());
         tracing::info!(endpoint = %z.endpoint, "Zipkin receiver listening");
@@ -251,7 +283,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         servers.spawn(serve_http(listener, app, gate, shutdown, "Zipkin receiver"));
     }
 
-    if let (Some(k), Some(sink)) = (&cfg.receivers.kafka, pipelines.receivers.get("kafka")) {
+    if let (Some(k), Some(sink), Some(p)) = (
+        &cfg.receivers.kafka,
+        receiver_sink("kafka"),
+        pipelines.as_ref(),
+    ) {
         // A message is checked like an OTLP request; its tenant is its tenant header (the
         // broker is trusted: no gate), its metadata the record headers processors ask for.
         let mut metadata_keys = rcfg.metadata_keys.clone();
@@ -273,8 +309,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             clew_receive::Protocol::Kafka,
         )
         .context("key `receivers.kafka`")?;
-        let receiver =
-            clew_kafka::KafkaReceiver::start("kafka", k, messages, &pipelines.kafka_metrics)?;
+        let receiver = clew_kafka::KafkaReceiver::start("kafka", k, messages, &p.kafka_metrics)?;
         let shutdown = stopped();
         servers.spawn(async move {
             shutdown.await;
@@ -333,32 +368,57 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     qcfg.validate()
         .map_err(|e| anyhow::anyhow!("tenancy.header: {e}"))?;
-    let reader: Arc<dyn TraceReader> = Arc::new(store.clone());
     let registry = Arc::new(registry);
-    // Tempo's HTTP API: on its own listener (Grafana's Tempo data source), and under `/tempo` on
-    // the query port so the web UI and the CLI reach it without CORS.
-    let tempo_listener = bind(&cfg, "tempo", Alpn::Http).await?;
-    let tempo_app = clew_query::tempo_router(reader.clone(), qcfg.clone());
-    tracing::info!(endpoint = %cfg.tempo.endpoint, "Tempo API listening (Grafana Tempo data source)");
-    servers.spawn(serve_http(
-        tempo_listener,
-        tempo_app.clone(),
-        gate(&cfg, "tempo")?,
-        stopped(),
-        "Tempo API",
-    ));
-    let app = clew_query::router(reader.clone(), qcfg)
-        .nest("/tempo", tempo_app)
-        .merge(clew_doctor::router(reader, &cfg.tenancy.header))
-        .merge(clew_doctor::metrics_router(&cfg.tenancy.header))
-        .merge(ops_router(registry))
-        .merge(crate::admin::router(crate::admin::AdminState {
-            store: store.clone(),
-            audit: audit.clone(),
-            keys: keys.clone(),
-            tenant_header: Arc::from(cfg.tenancy.header.as_str()),
-        }))
-        .merge(clew_ui::router());
+    let app = match (&store, target.serves_queries()) {
+        (Some(store), true) => {
+            // A querier reads the shared bucket and asks the ingesters for what it lacks.
+            let reader: Arc<dyn TraceReader> = match target {
+                Target::Querier => Arc::new(federated_reader(&cfg, store)?),
+                _ => Arc::new(store.clone()),
+            };
+            // Tempo's HTTP API: on its own listener (Grafana's Tempo data source), and under
+            // `/tempo` on the query port so the web UI and the CLI reach it without CORS.
+            let tempo_listener = bind(&cfg, "tempo", Alpn::Http).await?;
+            let tempo_app = clew_query::tempo_router(reader.clone(), qcfg.clone());
+            tracing::info!(endpoint = %cfg.tempo.endpoint, "Tempo API listening (Grafana Tempo data source)");
+            servers.spawn(serve_http(
+                tempo_listener,
+                tempo_app.clone(),
+                gate(&cfg, "tempo")?,
+                stopped(),
+                "Tempo API",
+            ));
+            let app = clew_query::router(reader.clone(), qcfg)
+                .nest("/tempo", tempo_app)
+                .merge(clew_doctor::router(reader, &cfg.tenancy.header))
+                .merge(clew_doctor::metrics_router(&cfg.tenancy.header))
+                .merge(ops_router(registry))
+                .merge(clew_ui::router());
+            // Holds, erasure and key rotation change the store: the single binary's alone (a
+            // querier only reads the shared bucket).
+            let app = match target {
+                Target::All => app.merge(crate::admin::router(crate::admin::AdminState {
+                    store: store.clone(),
+                    audit: audit.clone(),
+                    keys: keys.clone(),
+                    tenant_header: Arc::from(cfg.tenancy.header.as_str()),
+                })),
+                _ => app,
+            };
+            tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, doctor API, Tempo API under /tempo, web UI, /metrics, /ready)");
+            app
+        }
+        // An ingester answers queriers for the spans it has not flushed (and recent blocks).
+        (Some(store), false) if target == Target::Ingester => {
+            tracing::info!(endpoint = %cfg.query.endpoint, "ingester read API listening ({}, /metrics, /ready)", clew_query::cluster::READ_PATH);
+            clew_query::cluster::read_router(Arc::new(store.clone()), &cfg.tenancy.header)
+                .merge(ops_router(registry))
+        }
+        _ => {
+            tracing::info!(endpoint = %cfg.query.endpoint, "operations endpoints listening (/metrics, /ready)");
+            ops_router(registry)
+        }
+    };
     let app = match &remote {
         Some((_, source, _)) => app.merge(sampling_router(
             "/api/sampling",
@@ -367,7 +427,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )),
         None => app,
     };
-    tracing::info!(endpoint = %cfg.query.endpoint, "query API listening (Jaeger API, api_v3, doctor API, Tempo API under /tempo, web UI, /metrics, /ready)");
     let shutdown = stopped();
     let gate = gate(&cfg, "query")?;
     servers.spawn(serve_http(listener, app, gate, shutdown, "query API"));
@@ -392,19 +451,57 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     // Processors that hold spans (tail sampling) decide everything they buffer and hand it to the
     // store before the store's final flush.
-    tracing::info!("deciding buffered traces (tail sampling)");
-    if let Err(e) = pipelines.shutdown().await {
-        tracing::error!(error = %e, "a processor could not hand over everything it held");
+    if let Some(pipelines) = &pipelines {
+        tracing::info!("deciding buffered traces (tail sampling)");
+        if let Err(e) = pipelines.shutdown().await {
+            tracing::error!(error = %e, "a processor could not hand over everything it held");
+        }
     }
-    tracing::info!("flushing the head into blocks");
-    store
-        .shutdown()
-        .await
-        .context("final flush failed; the WAL still holds the spans and will replay at start")?;
+    if let Some(store) = &store {
+        tracing::info!("flushing the head into blocks");
+        store.shutdown().await.context(
+            "final flush failed; the WAL still holds the spans and will replay at start",
+        )?;
+    }
     tracing::info!("stopped cleanly");
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The querier's reader: its store (the shared bucket) and every ingester in `cluster.ingesters`.
+fn federated_reader(cfg: &Config, store: &Store) -> anyhow::Result<clew_query::cluster::Federated> {
+    let mut remotes: Vec<(String, Arc<dyn TraceReader>)> = Vec::new();
+    for (i, endpoint) in cfg.cluster.ingesters.iter().enumerate() {
+        let remote = clew_query::cluster::RemoteReader::new(
+            endpoint,
+            &cfg.tenancy.header,
+            cfg.cluster.ingester_timeout,
+        )
+        .with_context(|| format!("key `cluster.ingesters[{i}]`"))?;
+        remotes.push((endpoint.clone(), Arc::new(remote)));
+    }
+    tracing::info!(
+        ingesters = remotes.len(),
+        "querier reads the shared bucket and the ingesters"
+    );
+    Ok(clew_query::cluster::Federated::new(
+        Arc::new(store.clone()),
+        remotes,
+    ))
+}
+
+/// The store exporter of a process without a store (`--target collector`): never reached, as
+/// `target::check` refuses a collector pipeline that exports to `clew_store`.
+struct NoStore;
+
+#[async_trait::async_trait]
+impl clew_model::SpanSink for NoStore {
+    async fn consume(&self, _batch: clew_model::SpanBatch) -> Result<(), clew_model::SinkError> {
+        Err(clew_model::SinkError::Internal(
+            "this process (--target collector) has no store".into(),
+        ))
     }
 }
 
