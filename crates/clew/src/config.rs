@@ -539,6 +539,9 @@ impl Config {
         for tls in cfg.tls_settings_mut() {
             tls.resolve_paths(&base);
         }
+        if let Some(tls) = &mut cfg.cluster.ingester_client.tls {
+            tls.resolve_paths(&base);
+        }
         let mut tls_warnings = Vec::new();
         for l in cfg.listeners() {
             if let Some(tls) = l.tls {

@@ -473,14 +473,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// The querier's reader: its store (the shared bucket) and every ingester in `cluster.ingesters`.
 fn federated_reader(cfg: &Config, store: &Store) -> anyhow::Result<clew_query::cluster::Federated> {
     let mut remotes: Vec<(String, Arc<dyn TraceReader>)> = Vec::new();
-    for (i, endpoint) in cfg.cluster.ingesters.iter().enumerate() {
-        let remote = clew_query::cluster::RemoteReader::new(
-            endpoint,
-            &cfg.tenancy.header,
-            cfg.cluster.ingester_timeout,
-        )
-        .with_context(|| format!("key `cluster.ingesters[{i}]`"))?;
-        remotes.push((endpoint.clone(), Arc::new(remote)));
+    for (url, client) in cfg.cluster.ingester_clients()? {
+        let remote = clew_query::cluster::RemoteReader::new(&url, &cfg.tenancy.header, client);
+        remotes.push((url, Arc::new(remote)));
     }
     tracing::info!(
         ingesters = remotes.len(),

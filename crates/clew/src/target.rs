@@ -98,6 +98,19 @@ pub struct Cluster {
     /// Querier: how long it waits for an ingester before answering without it.
     #[serde(deserialize_with = "de_duration")]
     pub ingester_timeout: Duration,
+    /// Querier: how it calls the ingesters when their query listener has `tls` or `auth`.
+    pub ingester_client: IngesterClient,
+}
+
+/// `cluster.ingester_client`: TLS (the Collector's client `tls` keys; the ingesters' endpoints
+/// are then `https://…`) and headers sent with every call, e.g. `authorization: Bearer …` for a
+/// token the ingesters' `query.auth` accepts for every tenant (`tenants: "*"`): a querier asks on
+/// behalf of the tenant of the query it answers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngesterClient {
+    pub tls: Option<clew_security::tls::TlsClientSettings>,
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Cluster {
@@ -109,11 +122,56 @@ impl Default for Cluster {
             recent_blocks_for: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(600),
             ingester_timeout: Duration::from_secs(5),
+            ingester_client: IngesterClient::default(),
         }
     }
 }
 
 impl Cluster {
+    /// One HTTP client per entry of `ingesters`, with `ingester_client`'s TLS and headers;
+    /// `(endpoint URL, client)`. Errors name the key.
+    pub fn ingester_clients(&self) -> anyhow::Result<Vec<(String, reqwest::Client)>> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &self.ingester_client.headers {
+            let key = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
+                anyhow::anyhow!("key `cluster.ingester_client.headers.{k}`: not a header name: {e}")
+            })?;
+            let mut value = reqwest::header::HeaderValue::from_str(v).map_err(|e| {
+                anyhow::anyhow!(
+                    "key `cluster.ingester_client.headers.{k}`: not a header value: {e}"
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.insert(key, value);
+        }
+        let tls = self.ingester_client.tls.clone().unwrap_or_default();
+        self.ingesters
+            .iter()
+            .enumerate()
+            .map(|(i, endpoint)| {
+                let url = if endpoint.contains("://") {
+                    endpoint.trim_end_matches('/').to_string()
+                } else {
+                    format!("http://{endpoint}")
+                };
+                let mut builder = reqwest::Client::builder()
+                    .timeout(self.ingester_timeout)
+                    .connect_timeout(self.ingester_timeout)
+                    .default_headers(headers.clone());
+                if let Some(config) =
+                    clew_security::tls::reqwest_tls(&url, &tls, "cluster.ingester_client.tls")
+                        .map_err(|e| anyhow::anyhow!("key `cluster.ingesters[{i}]`: {e}"))?
+                {
+                    builder = builder.tls_backend_preconfigured(config);
+                }
+                let client = builder
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("key `cluster.ingesters[{i}]`: {e}"))?;
+                Ok((url, client))
+            })
+            .collect()
+    }
+
     /// The node name: configured, or `{hostname}:{data_dir}`.
     pub fn node_name(&self, data_dir: &std::path::Path) -> String {
         self.node_name.clone().unwrap_or_else(|| {

@@ -7,7 +7,6 @@ use clew_store::{
 };
 use prost::Message;
 use serde::de::DeserializeOwned;
-use std::time::Duration;
 
 /// One ingester, reached at its query endpoint (`http://HOST:PORT`).
 #[derive(Clone)]
@@ -19,24 +18,17 @@ pub struct RemoteReader {
 }
 
 impl RemoteReader {
-    /// `endpoint` is `HOST:PORT` or a URL (`http://HOST:PORT`); `timeout` bounds every call, so a
-    /// hung ingester delays a query by at most that much.
-    pub fn new(endpoint: &str, tenant_header: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let base = if endpoint.contains("://") {
-            endpoint.trim_end_matches('/').to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| StoreError::Internal(format!("HTTP client for {endpoint}: {e}")))?;
-        Ok(Self {
-            endpoint: endpoint.to_string(),
+    /// `url` is the ingester's query endpoint (`http://HOST:PORT` or `https://…`); `client`
+    /// carries its TLS settings, headers and a timeout, so a hung ingester delays a query by at
+    /// most that much.
+    pub fn new(url: &str, tenant_header: &str, client: reqwest::Client) -> Self {
+        let base = url.trim_end_matches('/');
+        Self {
+            endpoint: base.to_string(),
             url: format!("{base}{}", super::READ_PATH),
             client,
             tenant_header: tenant_header.to_string(),
-        })
+        }
     }
 
     pub fn endpoint(&self) -> &str {
