@@ -368,12 +368,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     qcfg.validate()
         .map_err(|e| anyhow::anyhow!("tenancy.header: {e}"))?;
+    let querier_metrics = clew_query::cluster::QuerierMetrics::default();
+    if target == Target::Querier {
+        querier_metrics.register(&mut registry);
+    }
     let registry = Arc::new(registry);
     let app = match (&store, target.serves_queries()) {
         (Some(store), true) => {
             // A querier reads the shared bucket and asks the ingesters for what it lacks.
             let reader: Arc<dyn TraceReader> = match target {
-                Target::Querier => Arc::new(federated_reader(&cfg, store)?),
+                Target::Querier => {
+                    Arc::new(federated_reader(&cfg, store, querier_metrics.clone())?)
+                }
                 _ => Arc::new(store.clone()),
             };
             // Tempo's HTTP API: on its own listener (Grafana's Tempo data source), and under
@@ -471,7 +477,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// The querier's reader: its store (the shared bucket) and every ingester in `cluster.ingesters`.
-fn federated_reader(cfg: &Config, store: &Store) -> anyhow::Result<clew_query::cluster::Federated> {
+fn federated_reader(
+    cfg: &Config,
+    store: &Store,
+    metrics: clew_query::cluster::QuerierMetrics,
+) -> anyhow::Result<clew_query::cluster::Federated> {
     let mut remotes: Vec<(String, Arc<dyn TraceReader>)> = Vec::new();
     for (url, client) in cfg.cluster.ingester_clients()? {
         let remote = clew_query::cluster::RemoteReader::new(&url, &cfg.tenancy.header, client);
@@ -484,6 +494,7 @@ fn federated_reader(cfg: &Config, store: &Store) -> anyhow::Result<clew_query::c
     Ok(clew_query::cluster::Federated::new(
         Arc::new(store.clone()),
         remotes,
+        metrics,
     ))
 }
 

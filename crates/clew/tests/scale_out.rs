@@ -162,6 +162,17 @@ async fn a_querier_reaches_a_tls_and_token_protected_ingester_only_with_its_cred
         "{}",
         log("plaintext")
     );
+    // And counts it, per ingester and outcome.
+    let calls = |q: &Server, outcome: &str| -> f64 {
+        let (_, text) = moto::http(port_of(&q.query), "GET", "/metrics").unwrap();
+        let label = format!("outcome=\"{outcome}\"");
+        text.lines()
+            .filter(|l| l.starts_with("clew_querier_ingester_calls_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(calls(&trusted, "ok") >= 1.0 && calls(&trusted, "failed") == 0.0);
+    assert!(calls(&tokenless, "failed") >= 1.0 && calls(&tokenless, "ok") == 0.0);
     // A token limited to one tenant is refused for another through the read API itself.
     let c = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])

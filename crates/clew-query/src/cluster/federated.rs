@@ -14,12 +14,21 @@ use std::sync::Arc;
 pub struct Federated {
     local: Arc<dyn TraceReader>,
     remotes: Vec<(String, Arc<dyn TraceReader>)>,
+    metrics: super::QuerierMetrics,
 }
 
 impl Federated {
     /// `remotes`: (name for logs, reader).
-    pub fn new(local: Arc<dyn TraceReader>, remotes: Vec<(String, Arc<dyn TraceReader>)>) -> Self {
-        Self { local, remotes }
+    pub fn new(
+        local: Arc<dyn TraceReader>,
+        remotes: Vec<(String, Arc<dyn TraceReader>)>,
+        metrics: super::QuerierMetrics,
+    ) -> Self {
+        Self {
+            local,
+            remotes,
+            metrics,
+        }
     }
 
     /// Runs `call` on every reader at once: the local answer (or its error), then the remote
@@ -34,6 +43,7 @@ impl Federated {
         let (local, remotes) = futures::join!(local, remotes);
         let mut answers = vec![local?];
         for ((name, _), r) in self.remotes.iter().zip(remotes) {
+            self.metrics.count(name, r.is_ok());
             match r {
                 Ok(a) => answers.push(a),
                 // The query is wrong everywhere: say so rather than answer without it.

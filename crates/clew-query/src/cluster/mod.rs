@@ -8,14 +8,16 @@
 //! - [`RemoteReader`]: the querier's client of that endpoint, itself a `TraceReader`.
 //! - [`Federated`]: one `TraceReader` over the querier's own store (the bucket) and the remote
 //!   readers, merging and deduplicating their answers. An ingester that does not answer is left
-//!   out (logged): a killed ingester's spans
+//!   out (logged, counted in `clew_querier_ingester_calls_total{outcome="failed"}`): a killed ingester's spans
 //!   are back once it restarts and replays its WAL.
 
 mod federated;
+mod metrics;
 mod read_api;
 mod remote;
 pub mod wire;
 
 pub use federated::Federated;
+pub use metrics::QuerierMetrics;
 pub use read_api::{read_router, READ_PATH};
 pub use remote::RemoteReader;
