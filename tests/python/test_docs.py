@@ -55,7 +55,8 @@ def parse_structs(source: str) -> dict[str, list[tuple[str, str]]]:
                 name, ty = f.groups()
                 serde = ", ".join(attrs)
                 attrs = []
-                if re.search(r"\bskip\b", serde):
+                # `skip`: not a key; `flatten`: its keys are the parent's (`receivers.kafka/NAME`).
+                if re.search(r"\b(skip|flatten)\b", serde):
                     continue
                 rename = re.search(r'rename\s*=\s*"([^"]+)"', serde)
                 fields.append((rename.group(1) if rename else name, ty))

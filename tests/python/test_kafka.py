@@ -118,6 +118,38 @@ def test_otlp_json_messages_with_many_traces_unkeyed(clew_factory, kafka_broker,
         assert_same_spans(canon_from_otlp_json(req["resourceSpans"]), got)
 
 
+def test_named_kafka_receivers_consume_their_own_topics(clew_factory, kafka_broker, tmp_path):
+    """`kafka/eu` and `kafka/us`: two receivers, two topics, two consumer groups, one pipeline;
+    each topic's messages are stored, and each receiver counts its own in /metrics."""
+    group = uuid.uuid4().hex[:6]
+    receivers = {}
+    for region in ("eu", "us"):
+        kafka_broker.create_topic(f"spans_{region}", partitions=2)
+        receivers[f"kafka/{region}"] = {
+            "brokers": [kafka_broker.bootstrap], "topic": f"spans_{region}", "encoding": "otlp_json",
+            "group_id": f"clew-{region}-{group}", "initial_offset": "earliest",
+            "session_timeout": "6s", "heartbeat_interval": "500ms",
+        }
+    cfg = tmp_path / "named-receivers.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "receivers": receivers,
+        "service": {"pipelines": {"traces": {"receivers": ["otlp", "kafka/eu", "kafka/us"],
+                                             "exporters": ["clew_store"]}}},
+    }))
+    clew = clew_factory(extra_args=["--config", str(cfg)])
+    t0 = now_ns()
+    sent = {}
+    for region in ("eu", "us"):
+        tid, ids = rand_hex(16), [rand_hex(8) for _ in range(3)]
+        req = otlp_json_request(f"kafka-{region}-{group}", tid, ids, t0)
+        _produce(kafka_broker, f"spans_{region}", [(tid, json.dumps(req).encode(), {})])
+        sent[region] = (tid, req)
+    for region, (tid, req) in sent.items():
+        got = canon_from_otlp_json(clew.wait_trace_v3(tid, spans=3, timeout=30))
+        assert_same_spans(canon_from_otlp_json(req["resourceSpans"]), got)
+        assert _metric(clew, "clew_kafka_receiver_messages_total", component=f"kafka/{region}", outcome="stored") == 1
+
+
 def _read_topic(broker, topic: str, want: int, timeout: float = 30) -> list:
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
                   "auto.offset.reset": "earliest", **FAST_GROUP_CONFIG})

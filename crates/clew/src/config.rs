@@ -153,13 +153,21 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
     de_duration(d).map(Some)
 }
 
+// No `deny_unknown_fields` (serde cannot combine it with `flatten`): `named` takes every other
+// key, and validation refuses any that is not `kafka/NAME`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Receivers {
     pub otlp: Option<Otlp>,
     pub zipkin: Option<Endpoint>,
     /// Consume spans from a Kafka topic (the Collector's `kafka` receiver; off unless configured).
     pub kafka: Option<clew_kafka::KafkaReceiverConfig>,
+    /// Every other key: more Kafka receivers, named as the Collector names components
+    /// (`kafka/NAME`), parsed into `kafka_named` by validation.
+    #[serde(flatten)]
+    pub named: std::collections::BTreeMap<String, serde_yaml::Value>,
+    #[serde(skip)]
+    pub kafka_named: std::collections::BTreeMap<String, clew_kafka::KafkaReceiverConfig>,
 }
 
 impl Default for Receivers {
@@ -172,6 +180,8 @@ impl Default for Receivers {
                 auth: None,
             }),
             kafka: None,
+            named: Default::default(),
+            kafka_named: Default::default(),
         }
     }
 }
@@ -463,6 +473,33 @@ pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
     s2.parse().map_err(|_| format!("{s:?} is not HOST:PORT with an IP address (fix: e.g. \"127.0.0.1:4317\" or \"0.0.0.0:4317\")"))
 }
 
+/// `receivers.kafka/NAME` entries (every key of `receivers` but otlp, zipkin and kafka): each a
+/// Kafka receiver, checked like `receivers.kafka`; any other key is an error naming it.
+fn parse_named_receivers(
+    named: &std::collections::BTreeMap<String, serde_yaml::Value>,
+) -> anyhow::Result<std::collections::BTreeMap<String, clew_kafka::KafkaReceiverConfig>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (key, value) in named {
+        if !key.strip_prefix("kafka/").is_some_and(|n| !n.is_empty()) {
+            bail!("key `receivers.{key}`: unknown receiver (fix: one of otlp, zipkin, kafka, or kafka/NAME for another Kafka receiver)");
+        }
+        let cfg: clew_kafka::KafkaReceiverConfig = serde_path_to_error::deserialize(value.clone())
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let sub = if path == "." {
+                    String::new()
+                } else {
+                    format!(".{path}")
+                };
+                anyhow::anyhow!("key `receivers.{key}{sub}`: {}", e.into_inner())
+            })?;
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("key `receivers.{key}.{}`: {}", e.key, e.message))?;
+        out.insert(key.clone(), cfg);
+    }
+    Ok(out)
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
@@ -710,18 +747,21 @@ impl Config {
         }
         let exporters = crate::graph::parse_exporters(&self.exporters)?;
         let connectors = crate::graph::parse_connectors(&self.connectors)?;
-        let mut network = Vec::new();
+        let mut network: Vec<String> = Vec::new();
         if self.receivers.otlp.is_some() {
-            network.push("otlp");
+            network.push("otlp".into());
         }
         if self.receivers.zipkin.is_some() {
-            network.push("zipkin");
+            network.push("zipkin".into());
         }
         if let Some(k) = &self.receivers.kafka {
             k.validate()
                 .map_err(|e| anyhow::anyhow!("key `receivers.kafka.{}`: {}", e.key, e.message))?;
-            network.push("kafka");
+            network.push("kafka".into());
         }
+        self.receivers.kafka_named = parse_named_receivers(&self.receivers.named)?;
+        network.extend(self.receivers.kafka_named.keys().cloned());
+        let network: Vec<&str> = network.iter().map(String::as_str).collect();
         self.graph = crate::graph::check(
             &self.service.pipelines,
             &network,
@@ -1136,6 +1176,21 @@ impl Config {
         keys
     }
 
+    /// Every Kafka receiver: `kafka`, then `kafka/NAME` in name order.
+    pub fn kafka_receivers(&self) -> Vec<(&str, &clew_kafka::KafkaReceiverConfig)> {
+        self.receivers
+            .kafka
+            .iter()
+            .map(|k| ("kafka", k))
+            .chain(
+                self.receivers
+                    .kafka_named
+                    .iter()
+                    .map(|(n, k)| (n.as_str(), k)),
+            )
+            .collect()
+    }
+
     pub fn store_config(&self) -> clew_store::StoreConfig {
         let mut c = clew_store::StoreConfig::new(&self.storage.path);
         c.flush_max_spans = self.storage.block.max_spans;
@@ -1172,6 +1227,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_kafka_receivers_are_receivers_of_their_own() {
+        let text = "receivers:\n  kafka/eu: {brokers: [127.0.0.1:9092], topic: spans_eu}\n  kafka/us: {brokers: [127.0.0.1:9093], topic: spans_us, group_id: us}\nservice:\n  pipelines:\n    traces: {receivers: [otlp, kafka/eu, kafka/us], exporters: [clew_store]}\n";
+        let c = Config::parse(text, "t.yaml").unwrap();
+        let names: Vec<&str> = c.kafka_receivers().iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["kafka/eu", "kafka/us"]);
+        assert_eq!(c.kafka_receivers()[1].1.topic(), "spans_us");
+        assert_eq!(c.graph.pipelines_fed_by("kafka/us").len(), 1);
+        // The default pipeline takes every enabled receiver, named ones too.
+        let c = Config::parse(
+            "receivers:\n  kafka/eu: {brokers: [127.0.0.1:9092]}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.graph.pipelines_fed_by("kafka/eu").len(), 1);
+        for (text, want) in [
+            ("receivers:\n  zipkn: {endpoint: 127.0.0.1:9411}\n", "key `receivers.zipkn`: unknown receiver"),
+            ("receivers:\n  kafka/: {}\n", "key `receivers.kafka/`: unknown receiver"),
+            ("receivers:\n  kafka/eu: {topik: x}\n", "key `receivers.kafka/eu.topik`: unknown field `topik`"),
+            ("receivers:\n  kafka/eu: {brokers: [nohost]}\n", "key `receivers.kafka/eu.brokers[0]`"),
+            ("receivers:\n  kafka/eu: {brokers: [127.0.0.1:9092]}\nservice:\n  pipelines:\n    traces: {receivers: [kafka/us], exporters: [clew_store]}\n", "`kafka/us` is neither a receiver nor a defined connector"),
+        ] {
+            let e = format!("{:#}", Config::parse(text, "t.yaml").unwrap_err());
+            assert!(e.contains(want), "{text}\n→ {e}");
+        }
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

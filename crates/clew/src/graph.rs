@@ -228,7 +228,8 @@ pub fn check(
             if receivers[..i].contains(r) {
                 bail!("key `{rkey}`: `{r}` is listed twice (fix: list each receiver once)");
             }
-            if NETWORK_RECEIVERS.contains(&r.as_str()) {
+            // `kafka/NAME` receivers are network receivers when defined.
+            if NETWORK_RECEIVERS.contains(&r.as_str()) || network_receivers.contains(&r.as_str()) {
                 if !network_receivers.contains(&r.as_str()) {
                     bail!("key `{rkey}`: receiver `{r}` is turned off under `receivers:` (fix: configure it there, or remove it from this pipeline)");
                 }

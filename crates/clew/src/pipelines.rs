@@ -135,7 +135,7 @@ pub async fn build(
     if any_export {
         export_metrics.register(registry);
     }
-    if !kafka_exporters.is_empty() || cfg.receivers.kafka.is_some() {
+    if !kafka_exporters.is_empty() || !cfg.kafka_receivers().is_empty() {
         kafka_metrics.register(registry);
     }
 
@@ -183,7 +183,12 @@ pub async fn build(
         adaptive.map(|a| Arc::new(RootSpanCounter::new(a)) as Arc<dyn Processor>);
     let mut receivers = HashMap::new();
     let mut ingresses = Vec::new();
-    for r in crate::graph::NETWORK_RECEIVERS {
+    let named_kafka = cfg.receivers.kafka_named.keys().map(String::as_str);
+    for r in crate::graph::NETWORK_RECEIVERS
+        .iter()
+        .copied()
+        .chain(named_kafka)
+    {
         let fed: Vec<Arc<dyn SpanSink>> = graph
             .pipelines_fed_by(r)
             .iter()

@@ -283,11 +283,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         servers.spawn(serve_http(listener, app, gate, shutdown, "Zipkin receiver"));
     }
 
-    if let (Some(k), Some(sink), Some(p)) = (
-        &cfg.receivers.kafka,
-        receiver_sink("kafka"),
-        pipelines.as_ref(),
-    ) {
+    for (name, k) in cfg.kafka_receivers() {
+        let (Some(sink), Some(p)) = (receiver_sink(name), pipelines.as_ref()) else {
+            continue;
+        };
         // A message is checked like an OTLP request; its tenant is its tenant header (the
         // broker is trusted: no gate), its metadata the record headers processors ask for.
         let mut metadata_keys = rcfg.metadata_keys.clone();
@@ -308,8 +307,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             receiver_metrics.clone(),
             clew_receive::Protocol::Kafka,
         )
-        .context("key `receivers.kafka`")?;
-        let receiver = clew_kafka::KafkaReceiver::start("kafka", k, messages, &p.kafka_metrics)?;
+        .with_context(|| format!("key `receivers.{name}`"))?;
+        let receiver = clew_kafka::KafkaReceiver::start(name, k, messages, &p.kafka_metrics)?;
         let shutdown = stopped();
         servers.spawn(async move {
             shutdown.await;

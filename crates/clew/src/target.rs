@@ -215,7 +215,7 @@ pub fn check(cfg: &crate::config::Config, warnings: &mut Vec<String>) -> anyhow:
             }
         }
     }
-    if target == Target::Ingester && cfg.receivers.kafka.is_none() {
+    if target == Target::Ingester && cfg.kafka_receivers().is_empty() {
         warnings.push("target `ingester` without `receivers.kafka`: it ingests from its OTLP/Zipkin listeners only, and tail sampling sees a whole trace only if every span of it reaches this ingester".into());
     }
     if target == Target::Querier && c.ingesters.is_empty() {
