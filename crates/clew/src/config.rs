@@ -480,7 +480,7 @@ fn parse_named_receivers(
 ) -> anyhow::Result<std::collections::BTreeMap<String, clew_kafka::KafkaReceiverConfig>> {
     let mut out = std::collections::BTreeMap::new();
     for (key, value) in named {
-        if !key.strip_prefix("kafka/").is_some_and(|n| !n.is_empty()) {
+        if key.strip_prefix("kafka/").is_none_or(str::is_empty) {
             bail!("key `receivers.{key}`: unknown receiver (fix: one of otlp, zipkin, kafka, or kafka/NAME for another Kafka receiver)");
         }
         let cfg: clew_kafka::KafkaReceiverConfig = serde_path_to_error::deserialize(value.clone())
