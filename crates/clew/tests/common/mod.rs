@@ -89,14 +89,16 @@ impl Server {
         envs: &[(&str, &str)],
         grpc: Option<u16>,
     ) -> Option<Self> {
-        let (g, h, z, q, sp, t) = (
-            grpc.unwrap_or_else(free_port),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        );
+        // Six different ports: the OS may hand the same free port out twice in a row, and the
+        // server refuses two listeners on one port.
+        let mut ports: Vec<u16> = grpc.into_iter().collect();
+        while ports.len() < 6 {
+            let p = free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let (g, h, z, q, sp, t) = (ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
