@@ -12,13 +12,11 @@ under test.
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 
-from clew_helpers import free_port
+from clew_helpers import free_port, start_listening
 
 FAST_GROUP_CONFIG = {
     "session.timeout.ms": 6000,
@@ -53,23 +51,12 @@ class KafkaBroker:
 
     def start(self, timeout: float = 20.0) -> "KafkaBroker":
         url = f"tcp://{self.bootstrap}"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
+        self.proc = start_listening(
             [str(tansu_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.log_path, self.port, "tansu", timeout,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tansu exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"tansu did not listen on {self.bootstrap} within {timeout}s")
+        return self
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from clew_helpers import free_port
+from clew_helpers import free_port, start_listening
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
@@ -41,22 +39,11 @@ class S3Server:
         return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": REGION}
 
     def start(self, timeout: float = 30.0) -> "S3Server":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
+        self.proc = start_listening(
             [str(moto_bin()), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.log_path, self.port, "moto_server", timeout,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"moto_server did not listen on {self.endpoint} within {timeout}s")
+        return self
 
     def client(self):
         import boto3
